@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the tests, the sandbox and the benchmark need on a
+# Debian/Ubuntu machine with Go: Debian packages, npm packages for the e2e
+# clients (from the committed lockfile), and Go modules. Safe to run again:
+# it installs only what is missing. Needs root for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=(iptables iproute2 curl ca-certificates util-linux procps
+	python3-azure azure-cli
+	podman buildah runc debootstrap)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "install-deps: apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	echo "install-deps: apt-get install nodejs npm"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ -f test/e2e/clients/node/package-lock.json ]; then
+	(cd test/e2e/clients/node && { [ -d node_modules ] || npm ci --no-audit --no-fund --silent; })
+fi
+
+go mod download
