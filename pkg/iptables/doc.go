@@ -1,0 +1,13 @@
+// Package iptables plans, applies, verifies and removes the nat rules that send
+// a pod's IMDS traffic to the imds-proxy sidecar.
+//
+// The rules are data: Plan turns a Config into a Ruleset without any I/O, and
+// Ruleset.String renders it for dry runs and golden tests. Apply, Check and
+// Cleanup execute a Ruleset through the narrow Applier interface, which the
+// caller implements (cmd/init wires it to github.com/coreos/go-iptables), so
+// this package never runs a command itself and tests can substitute a fake.
+//
+// Every rule lives in chains named with ChainPrefix; the built-in OUTPUT chain
+// only receives a single jump, always at position 1. See README.md in this
+// directory for the invariants the code keeps.
+package iptables

@@ -1,0 +1,118 @@
+package iptables
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+// golden compares got with testdata/name.golden, or rewrites the file when the
+// test runs with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading golden file (run with -update to create it): %v", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run with -update if the change is intended)\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+func defaultConfig() Config {
+	return Config{
+		ProxyPort:    DefaultProxyPort,
+		ProxyUID:     DefaultProxyUID,
+		MetadataIP:   DefaultMetadataIP,
+		MetadataPort: DefaultMetadataPort,
+	}
+}
+
+func TestPlanGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"default", defaultConfig()},
+		{"custom-port-and-uid", Config{ProxyPort: 15123, ProxyUID: 2000, MetadataIP: DefaultMetadataIP, MetadataPort: 80}},
+		{"other-endpoint", Config{ProxyPort: 8000, ProxyUID: 1501, MetadataIP: netip.MustParseAddr("168.63.129.16"), MetadataPort: 32526}},
+		{"extremes", Config{ProxyPort: 65535, ProxyUID: 0, MetadataIP: netip.MustParseAddr("10.0.0.1"), MetadataPort: 1}},
+		{"max-uid", Config{ProxyPort: 1, ProxyUID: MaxUID, MetadataIP: DefaultMetadataIP, MetadataPort: 65535}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg.Validate(); err != nil {
+				t.Fatalf("Validate() = %v, want nil", err)
+			}
+			golden(t, tt.name, Plan(tt.cfg).String())
+		})
+	}
+}
+
+func TestPlanIsDeterministicAndCommented(t *testing.T) {
+	rs := Plan(defaultConfig())
+	if a, b := rs.String(), Plan(defaultConfig()).String(); a != b {
+		t.Fatalf("Plan is not deterministic:\n%s\n%s", a, b)
+	}
+	all := append([]Rule{rs.Jump}, rs.Rules...)
+	if len(all) != 4 {
+		t.Fatalf("plan has %d rules, want 4", len(all))
+	}
+	for _, r := range all {
+		if r.Purpose == "" {
+			t.Errorf("rule %q has no purpose", r.String())
+		}
+	}
+	if got := rs.ChainRules(BuiltinChain); got != nil {
+		t.Errorf("Rules contains rules for %s: %q; only Jump may go there", BuiltinChain, got)
+	}
+	if len(rs.ChainRules(OutputChain)) != 2 || len(rs.ChainRules(RedirectChain)) != 1 {
+		t.Errorf("rules per chain: %s=%d %s=%d, want 2 and 1",
+			OutputChain, len(rs.ChainRules(OutputChain)), RedirectChain, len(rs.ChainRules(RedirectChain)))
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := defaultConfig()
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"zero proxy port", func(c *Config) { c.ProxyPort = 0 }, "proxy port must be between 1 and 65535"},
+		{"zero metadata port", func(c *Config) { c.MetadataPort = 0 }, "metadata port must be between 1 and 65535"},
+		{"negative uid", func(c *Config) { c.ProxyUID = -1 }, "proxy UID must be between 0 and 4294967294"},
+		{"uid -1 as unsigned", func(c *Config) { c.ProxyUID = 1<<32 - 1 }, "proxy UID must be between 0 and 4294967294"},
+		{"no ip", func(c *Config) { c.MetadataIP = netip.Addr{} }, "metadata IP is not set"},
+		{"ipv6", func(c *Config) { c.MetadataIP = netip.MustParseAddr("fd00:ec2::254") }, "metadata IP fd00:ec2::254 is not an IPv4 address"},
+		{"ipv4-mapped", func(c *Config) { c.MetadataIP = netip.MustParseAddr("::ffff:169.254.169.254") }, "metadata IP ::ffff:169.254.169.254 is not an IPv4 address"},
+		{"unspecified", func(c *Config) { c.MetadataIP = netip.MustParseAddr("0.0.0.0") }, "metadata IP 0.0.0.0 is not a unicast address"},
+		{"multicast", func(c *Config) { c.MetadataIP = netip.MustParseAddr("224.0.0.1") }, "metadata IP 224.0.0.1 is not a unicast address"},
+		{"broadcast", func(c *Config) { c.MetadataIP = netip.MustParseAddr("255.255.255.255") }, "metadata IP 255.255.255.255 is not a unicast address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.modify(&c)
+			err := c.Validate()
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != tt.want {
+				t.Errorf("Validate() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
