@@ -1,0 +1,240 @@
+package podenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Addresses of the pod-shaped topology. Everything is link-local and lives
+// only inside the two namespaces Start creates.
+const (
+	// NodeAddr is the node end of the veth; the emulator listens here.
+	NodeAddr = "169.254.99.1"
+	// PodAddr is the pod end of the veth (the pod IP the proxy sees as the
+	// client address of redirected connections).
+	PodAddr = "169.254.99.2"
+	// MetadataAddr is the IMDS address, held by the node namespace, where
+	// the fake real IMDS answers.
+	MetadataAddr = "169.254.169.254"
+
+	// EntraHost is the emulator's Entra host name, resolved through the
+	// namespaces' hosts files to NodeAddr.
+	EntraHost = "login.emulator.test"
+	// IssuerHost is the emulator's cluster-issuer host name.
+	IssuerHost = "oidc.emulator.test"
+
+	// EntraPort and IssuerPort are the emulator's ports on NodeAddr (the
+	// issuer listener also serves the emulator's admin API). They are
+	// fixed: nothing else listens in our node namespace.
+	EntraPort  = 443
+	IssuerPort = 80
+
+	// netnsPrefix starts the name of every namespace we create:
+	// imdsp-<pid>-<n>-{pod,node}. Stale ones (their pid is gone) are removed
+	// by the next Start.
+	netnsPrefix = "imdsp-"
+	netnsDir    = "/run/netns"
+	netnsEtc    = "/etc/netns"
+)
+
+var netnsSeq atomic.Int64
+
+// netnsPair names a fresh pod/node namespace pair for this process.
+func netnsPair() (pod, node string) {
+	n := netnsSeq.Add(1)
+	base := fmt.Sprintf("%s%d-%d", netnsPrefix, os.Getpid(), n)
+	return base + "-pod", base + "-node"
+}
+
+// run executes a command to completion and folds its output into the error.
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// hostsFile is the /etc/hosts both namespaces see under `ip netns exec`.
+func hostsFile() string {
+	return "127.0.0.1 localhost\n" +
+		NodeAddr + " " + EntraHost + " " + IssuerHost + "\n"
+}
+
+// createTopology creates the node and pod namespaces, their resolv.conf and
+// hosts files (before anything runs in them), the veth pair and the routes.
+// On error it removes whatever it created.
+func createTopology(ctx context.Context, pod, node string) (err error) {
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, deleteNetns(pod), deleteNetns(node))
+		}
+	}()
+	for _, ns := range []string{pod, node} {
+		dir := filepath.Join(netnsEtc, ns)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		// nameserver 127.0.0.1: lookups fail at once and stay on loopback
+		// (test-environment.md §1).
+		if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hostsFile()), 0o644); err != nil {
+			return err
+		}
+		if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+			return err
+		}
+	}
+	steps := [][]string{
+		// Created directly inside the namespaces: the host never holds them.
+		{"link", "add", "eth0", "netns", pod, "type", "veth", "peer", "name", "veth0", "netns", node},
+		{"-n", node, "addr", "add", NodeAddr + "/24", "dev", "veth0"},
+		{"-n", node, "addr", "add", MetadataAddr + "/32", "dev", "veth0"},
+		{"-n", node, "link", "set", "lo", "up"},
+		{"-n", node, "link", "set", "veth0", "up"},
+		{"-n", pod, "addr", "add", PodAddr + "/24", "dev", "eth0"},
+		{"-n", pod, "link", "set", "lo", "up"},
+		{"-n", pod, "link", "set", "eth0", "up"},
+		{"-n", pod, "route", "add", "default", "via", NodeAddr},
+	}
+	for _, s := range steps {
+		if err := run(ctx, "ip", s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteNetns kills the processes left in a namespace (by pid), deletes it
+// and its /etc/netns directory. Missing pieces are not an error.
+func deleteNetns(name string) error {
+	var errs []error
+	if _, err := os.Stat(filepath.Join(netnsDir, name)); err == nil {
+		if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		if err := run(context.Background(), "ip", "netns", "del", name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(netnsEtc, name)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// CleanStale removes namespaces (and their /etc/netns directories) with our
+// prefix whose creating process is gone: leftovers of a run that was killed.
+// Namespaces of live processes, such as a parallel test run, are left alone.
+func CleanStale() error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, dir := range []string{netnsDir, netnsEtc} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if seen[name] || !strings.HasPrefix(name, netnsPrefix) {
+				continue
+			}
+			seen[name] = true
+			pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, netnsPrefix), "-")
+			pid, err := strconv.Atoi(pidStr)
+			if err != nil || pid == os.Getpid() || processAlive(pid) {
+				continue
+			}
+			errs = append(errs, deleteNetns(name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// inNetns runs fn on an OS thread switched into the named network namespace.
+// Sockets fn creates (net.Listen, net.Dial) belong to that namespace for
+// their whole life, whichever thread later uses them. fn runs on a goroutine
+// of its own; if the thread cannot be switched back it is thrown away.
+func inNetns(name string, fn func() error) error {
+	target, err := os.Open(filepath.Join(netnsDir, name))
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", name, err)
+	}
+	defer target.Close()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("setns %s: %w", name, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			// Leave the thread locked: it ends with this goroutine.
+			done <- errors.Join(ferr, fmt.Errorf("setns back: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
+}
+
+// DialContext dials addr (an IP literal and port) from inside the named
+// network namespace. It is a net.Dialer-shaped function for http.Transport.
+func netnsDialer(name string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNetns(name, func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// listenInNetns opens a TCP listener on addr inside the named namespace.
+func listenInNetns(name, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := inNetns(name, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	return l, err
+}

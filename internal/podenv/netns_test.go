@@ -1,0 +1,108 @@
+package podenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func skipUnlessRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root (network namespaces); CI runs as root")
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// TestTopology builds the namespace pair with the fake IMDS and checks what
+// the pod reaches without any iptables rule: the fake IMDS across the veth,
+// the emulator's names through the pod's own hosts file. Then it tears
+// down and checks nothing is left.
+func TestTopology(t *testing.T) {
+	skipUnlessRoot(t)
+	ctx := context.Background()
+	pod, node := netnsPair()
+	if err := createTopology(ctx, pod, node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deleteNetns(pod); _ = deleteNetns(node) })
+	imds, err := startFakeIMDS(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = imds.close() })
+
+	curl := func(uid int, args ...string) string {
+		t.Helper()
+		argv := netnsExec(pod, uid, append([]string{"curl", "-sS", "--max-time", "10"}, args...)...)
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+		return string(out)
+	}
+	if got := curl(1000, "-H", "Metadata: true", "http://169.254.169.254/metadata/instance?api-version=2021-02-01"); got != InstanceMetadataBody {
+		t.Errorf("instance metadata from the pod = %q, want %q", got, InstanceMetadataBody)
+	}
+	if got := curl(1000, "http://169.254.169.254/metadata/instance"); got != fakeIMDSMissingMetadata {
+		t.Errorf("without Metadata = %q, want %q", got, fakeIMDSMissingMetadata)
+	}
+	reqs := imds.requests()
+	if len(reqs) != 2 || reqs[0].RequestURI != "/metadata/instance?api-version=2021-02-01" || !strings.HasPrefix(reqs[0].RemoteAddr, PodAddr+":") {
+		t.Errorf("fake IMDS saw %+v, want 2 requests, the first for /metadata/instance?api-version=2021-02-01 from %s", reqs, PodAddr)
+	}
+	argv := netnsExec(pod, -1, "getent", "hosts", EntraHost)
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), NodeAddr+" ") {
+		t.Errorf("getent hosts %s in the pod = %q, %v; want %s", EntraHost, out, err, NodeAddr)
+	}
+
+	if err := imds.close(); err != nil {
+		t.Error(err)
+	}
+	if err := deleteNetns(pod); err != nil {
+		t.Error(err)
+	}
+	if err := deleteNetns(node); err != nil {
+		t.Error(err)
+	}
+	for _, p := range []string{filepath.Join(netnsDir, pod), filepath.Join(netnsEtc, pod), filepath.Join(netnsDir, node), filepath.Join(netnsEtc, node)} {
+		if exists(p) {
+			t.Errorf("%s left behind", p)
+		}
+	}
+}
+
+// TestCleanStale removes namespaces of dead runs and keeps our own.
+func TestCleanStale(t *testing.T) {
+	skipUnlessRoot(t)
+	ctx := context.Background()
+	// 4194304 is above the kernel's pid_max limit, so no process has it.
+	stale := netnsPrefix + "4194305-1-pod"
+	mine, _ := netnsPair()
+	for _, ns := range []string{stale, mine} {
+		if err := os.MkdirAll(filepath.Join(netnsEtc, ns), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = deleteNetns(ns) })
+	}
+	if err := CleanStale(); err != nil {
+		t.Fatal(err)
+	}
+	if exists(filepath.Join(netnsDir, stale)) || exists(filepath.Join(netnsEtc, stale)) {
+		t.Errorf("stale namespace %s not removed", stale)
+	}
+	if !exists(filepath.Join(netnsDir, mine)) || !exists(filepath.Join(netnsEtc, mine)) {
+		t.Errorf("namespace %s of this process removed", mine)
+	}
+}
