@@ -1,0 +1,210 @@
+package entraemu
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// maxAdminBody bounds an admin request body.
+const maxAdminBody = 1 << 20
+
+// AdminHandler returns the admin API, for controlling an emulator that runs
+// in another process (the e2e suite and the sandbox). Routes, all under
+// /admin/ and answering JSON unless noted:
+//
+//	GET    /admin/fault                       the fault in force
+//	POST   /admin/fault                       set a fault (JSON Fault: latency, status, retry_after, body, drop_connection, count); {} clears
+//	DELETE /admin/fault                       clear the fault
+//	GET    /admin/calls?client_id=&scope=     {"client_id","scope","calls","total","discovery","issuer_fetches","by_identity":[...]}
+//	POST   /admin/calls/reset                 set every counter to zero
+//	POST   /admin/token?namespace=&sa=&lifetime=1h   mint a service-account token; the body is the JWT (text/plain)
+//	GET    /admin/apps                        the registered apps
+//	POST   /admin/apps                        add or replace an app (JSON App)
+//	DELETE /admin/apps/{clientID}             remove an app
+//	DELETE /admin/apps/{clientID}/federations remove an app's federated credentials
+//	POST   /admin/invalid-resources?resource=&invalid=true|false   mark a resource unknown (AADSTS500011) or known
+//	GET    /admin/info                        URLs, tenant and CA of this emulator
+//
+// The admin API has no authentication: serve it only where tests reach it.
+func (e *Emulator) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/fault", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, e.CurrentFault())
+	})
+	mux.HandleFunc("POST /admin/fault", e.adminSetFault)
+	mux.HandleFunc("DELETE /admin/fault", func(w http.ResponseWriter, r *http.Request) {
+		e.SetFault(Fault{})
+		writeJSON(w, http.StatusOK, e.CurrentFault())
+	})
+	mux.HandleFunc("GET /admin/calls", e.adminCalls)
+	mux.HandleFunc("POST /admin/calls/reset", func(w http.ResponseWriter, r *http.Request) {
+		e.ResetCounts()
+		writeJSON(w, http.StatusOK, map[string]int{"total": 0})
+	})
+	mux.HandleFunc("POST /admin/token", e.adminMintToken)
+	mux.HandleFunc("GET /admin/apps", e.adminListApps)
+	mux.HandleFunc("POST /admin/apps", e.adminAddApp)
+	mux.HandleFunc("DELETE /admin/apps/{clientID}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("clientID")
+		if _, ok := e.App(id); !ok {
+			adminError(w, http.StatusNotFound, fmt.Sprintf("no app with client id %q", id))
+			return
+		}
+		e.RemoveApp(id)
+		writeJSON(w, http.StatusOK, map[string]string{"removed": id})
+	})
+	mux.HandleFunc("DELETE /admin/apps/{clientID}/federations", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("clientID")
+		if _, ok := e.App(id); !ok {
+			adminError(w, http.StatusNotFound, fmt.Sprintf("no app with client id %q", id))
+			return
+		}
+		e.RemoveFederations(id)
+		a, _ := e.App(id)
+		writeJSON(w, http.StatusOK, a)
+	})
+	mux.HandleFunc("POST /admin/invalid-resources", func(w http.ResponseWriter, r *http.Request) {
+		res := r.URL.Query().Get("resource")
+		invalid, err := strconv.ParseBool(r.URL.Query().Get("invalid"))
+		if res == "" || err != nil {
+			adminError(w, http.StatusBadRequest, "want ?resource=<uri>&invalid=true|false")
+			return
+		}
+		e.SetInvalidResource(res, invalid)
+		writeJSON(w, http.StatusOK, map[string]any{"resource": res, "invalid": invalid})
+	})
+	mux.HandleFunc("GET /admin/info", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, e.Info())
+	})
+	mux.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
+		adminError(w, http.StatusNotFound, fmt.Sprintf("no admin route %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// Info describes a running emulator; the command prints it as its ready
+// line.
+type Info struct {
+	AuthorityHost string `json:"authority_host"`
+	Authority     string `json:"authority"`
+	TokenEndpoint string `json:"token_endpoint"`
+	Tenant        string `json:"tenant"`
+	IssuerURL     string `json:"issuer_url"`
+	CACertPEM     string `json:"ca_cert_pem,omitempty"`
+}
+
+// Info returns the emulator's URLs, tenant and CA certificate.
+func (e *Emulator) Info() Info {
+	return Info{
+		AuthorityHost: e.AuthorityHost(),
+		Authority:     e.Authority(),
+		TokenEndpoint: e.TokenEndpoint(),
+		Tenant:        e.tenant,
+		IssuerURL:     e.issuerURL,
+		CACertPEM:     string(e.pki.caPEM),
+	}
+}
+
+// adminError answers {"error": msg}.
+func adminError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// decodeAdminBody decodes a bounded JSON body, rejecting unknown fields.
+func decodeAdminBody(w http.ResponseWriter, r *http.Request, dst any) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	if err != nil {
+		adminError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return false
+	}
+	if err := json.Unmarshal(b, dst); err != nil {
+		adminError(w, http.StatusBadRequest, "decoding body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (e *Emulator) adminSetFault(w http.ResponseWriter, r *http.Request) {
+	var f Fault
+	if !decodeAdminBody(w, r, &f) {
+		return
+	}
+	if err := e.SetFaultErr(f); err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	e.log.Info("fault set", "fault", f)
+	writeJSON(w, http.StatusOK, e.CurrentFault())
+}
+
+func (e *Emulator) adminCalls(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	e.mu.Lock()
+	total, discovery, fetches := e.totalCalls, e.discoveryCalls, e.issuerFetches
+	e.mu.Unlock()
+	out := map[string]any{
+		"total":          total,
+		"discovery":      discovery,
+		"issuer_fetches": fetches,
+		"by_identity":    e.Calls(),
+	}
+	if id := q.Get("client_id"); id != "" || q.Has("scope") {
+		out["client_id"] = id
+		out["scope"] = q.Get("scope")
+		out["calls"] = e.TokenCalls(id, q.Get("scope"))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (e *Emulator) adminMintToken(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	lifetime := time.Hour
+	if s := q.Get("lifetime"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			adminError(w, http.StatusBadRequest, "lifetime: "+err.Error())
+			return
+		}
+		lifetime = d
+	}
+	spec := TokenSpec{Namespace: q.Get("namespace"), ServiceAccount: q.Get("sa"), Subject: q.Get("subject"), Lifetime: lifetime}
+	if aud := q["audience"]; len(aud) > 0 {
+		spec.Audiences = aud
+	}
+	tok, err := e.MintToken(spec)
+	if err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(tok)))
+	_, _ = io.WriteString(w, tok)
+}
+
+func (e *Emulator) adminListApps(w http.ResponseWriter, r *http.Request) {
+	e.mu.Lock()
+	apps := make([]App, 0, len(e.apps))
+	for _, a := range e.apps {
+		a.Federations = append([]Federation(nil), a.Federations...)
+		apps = append(apps, a)
+	}
+	e.mu.Unlock()
+	writeJSON(w, http.StatusOK, apps)
+}
+
+func (e *Emulator) adminAddApp(w http.ResponseWriter, r *http.Request) {
+	var a App
+	if !decodeAdminBody(w, r, &a) {
+		return
+	}
+	if err := e.AddAppErr(a); err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	got, _ := e.App(a.ClientID)
+	writeJSON(w, http.StatusOK, got)
+}
