@@ -1,0 +1,239 @@
+package exchange
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// upstreamError is an Entra HTTP answer other than success, as the MSAL
+// adapter hands it over: status, headers and body, before classification.
+type upstreamError struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	// Err is MSAL's error, for logs.
+	Err error
+}
+
+func (e *upstreamError) Error() string { return fmt.Sprintf("entra answered HTTP %d", e.Status) }
+func (e *upstreamError) Unwrap() error { return e.Err }
+
+// entraError is the OAuth error body Entra sends (imds-protocol.md §6.4).
+type entraError struct {
+	Error       string
+	Description string
+	// Code is the first AADSTS number, 0 when none could be found.
+	Code int
+}
+
+// maxErrorBody bounds how much of an error body is parsed or logged.
+const maxErrorBody = 16 << 10
+
+// aadstsInText finds an AADSTS code in free text, for bodies whose
+// error_codes array is missing or malformed.
+var aadstsInText = regexp.MustCompile(`AADSTS([0-9]{1,9})`)
+
+// parseEntraError decodes an Entra error body. It branches on error_codes,
+// as Entra's documentation asks, and falls back to the AADSTS prefix of
+// error_description (https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
+// ok is false when the body is not an OAuth error object at all (an HTML
+// page from a gateway, say).
+func parseEntraError(body []byte) (e entraError, ok bool) {
+	if len(body) > maxErrorBody {
+		body = body[:maxErrorBody]
+	}
+	var raw struct {
+		Error       json.RawMessage `json:"error"`
+		Description json.RawMessage `json:"error_description"`
+		Codes       json.RawMessage `json:"error_codes"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return entraError{}, false
+	}
+	e.Error = jsonString(raw.Error)
+	e.Description = jsonString(raw.Description)
+	var codes []json.Number
+	if json.Unmarshal(raw.Codes, &codes) == nil {
+		for _, n := range codes {
+			if v, err := strconv.ParseInt(n.String(), 10, 64); err == nil && v > 0 && v <= math.MaxInt32 {
+				e.Code = int(v)
+				break
+			}
+		}
+	}
+	if e.Code == 0 {
+		if m := aadstsInText.FindStringSubmatch(e.Description); m != nil {
+			if v, err := strconv.Atoi(m[1]); err == nil && v > 0 {
+				e.Code = v
+			}
+		}
+	}
+	if e.Error == "" && e.Code == 0 {
+		return entraError{}, false
+	}
+	return e, true
+}
+
+// codeClass is what an AADSTS code means to the proxy.
+type codeClass int
+
+const (
+	classOther codeClass = iota
+	classIdentityNotFound
+	classNoFederation
+	classInvalidResource
+	classAssertionExpired
+	classAssertionRejected
+	classThrottled
+	classTransient
+)
+
+// aadstsClass maps the AADSTS codes of imds-protocol.md §6.4 and SPEC §3.5.
+func aadstsClass(code int) codeClass {
+	switch code {
+	case 700016: // application not found in the tenant
+		return classIdentityNotFound
+	case 70021, 700211, 700212, 700213, 7002137, 7002138: // no federated credential matches
+		return classNoFederation
+	case 500011, 50001, 70011, 700022, 28002: // resource principal / scope invalid
+		return classInvalidResource
+	case 700024: // assertion outside its validity window
+		return classAssertionExpired
+	case 700027, 50027, 90061, 90002: // bad signature, invalid JWT, issuer unreachable, tenant missing
+		return classAssertionRejected
+	case 50196, 90055: // loop detection, tenant throttling
+		return classThrottled
+	case 90024, 50033, 90006: // documented as transient
+		return classTransient
+	}
+	return classOther
+}
+
+// classifyInput is what classify needs besides the error.
+type classifyInput struct {
+	clientID  string
+	scope     string
+	projected ProjectedToken
+	now       time.Time
+	timeout   time.Duration
+}
+
+// classify turns whatever the acquirer returned into the one *Error type
+// pkg/imds maps to HTTP (style-by-example.md practice 15). Detail is built
+// from our own words and the projected token's claims, never from the
+// upstream body.
+func classify(err error, in classifyInput) *Error {
+	var out *Error
+	if errors.As(err, &out) {
+		return out
+	}
+	var up *upstreamError
+	if errors.As(err, &up) {
+		return classifyUpstream(up, in)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Reason: ReasonUnavailable, Detail: fmt.Sprintf("Entra ID did not answer within %s", in.timeout), Err: err}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &Error{Reason: ReasonUnavailable, Detail: "the token exchange was cancelled", Err: err}
+	}
+	return &Error{Reason: ReasonUnavailable, Detail: "Entra ID could not be reached or answered unexpectedly", Err: err}
+}
+
+func classifyUpstream(up *upstreamError, in classifyInput) *Error {
+	ee, ok := parseEntraError(up.Body)
+	code := ""
+	if ok && ee.Code != 0 {
+		code = "AADSTS" + strconv.Itoa(ee.Code)
+	}
+	if up.Status == http.StatusTooManyRequests {
+		return &Error{Reason: ReasonThrottled, Code: code, Detail: "Entra ID is throttling token requests", RetryAfter: retryAfter(up.Header, in.now), Err: up}
+	}
+	if up.Status >= 500 || up.Status < 400 || !ok {
+		d := fmt.Sprintf("Entra ID answered HTTP %d", up.Status)
+		if !ok && up.Status >= 400 && up.Status < 500 {
+			d += " with an unreadable body"
+		}
+		return &Error{Reason: ReasonUnavailable, Code: code, Detail: d, Err: up}
+	}
+	switch aadstsClass(ee.Code) {
+	case classIdentityNotFound:
+		return &Error{Reason: ReasonIdentityNotFound, Code: code,
+			Detail: fmt.Sprintf("%s: application %s was not found in the tenant", code, in.clientID), Err: up}
+	case classNoFederation:
+		return &Error{Reason: ReasonIdentityNotFound, Code: code,
+			Detail: fmt.Sprintf("%s: no federated credential of application %s matches %s", code, in.clientID, in.projected), Err: up}
+	case classInvalidResource:
+		return &Error{Reason: ReasonInvalidResource, Code: code,
+			Detail: fmt.Sprintf("%s: Entra ID rejected the scope %s", code, in.scope), Err: up}
+	case classAssertionExpired:
+		exp := "unknown"
+		if !in.projected.Expiry.IsZero() {
+			exp = in.projected.Expiry.UTC().Format(time.RFC3339)
+		}
+		return &Error{Reason: ReasonAssertionRejected, Code: code,
+			Detail: fmt.Sprintf("%s: the projected service account token is outside its validity window (exp %s)", code, exp), Err: up}
+	case classThrottled:
+		return &Error{Reason: ReasonThrottled, Code: code, Detail: "Entra ID is throttling token requests", RetryAfter: retryAfter(up.Header, in.now), Err: up}
+	case classTransient:
+		return &Error{Reason: ReasonUnavailable, Code: code, Detail: fmt.Sprintf("%s: Entra ID reported a transient failure", code), Err: up}
+	}
+	d := "Entra ID rejected the projected service account token"
+	if code != "" {
+		d = code + ": " + d
+	}
+	return &Error{Reason: ReasonAssertionRejected, Code: code, Detail: d + " (" + in.projected.String() + ")", Err: up}
+}
+
+// permanent reports whether a failure is remembered in the negative cache:
+// unknown app, no matching federation, invalid resource (SPEC §4).
+func permanent(e *Error) bool {
+	return e.Reason == ReasonIdentityNotFound || e.Reason == ReasonInvalidResource
+}
+
+// retryAfter reads Retry-After (delta seconds or an HTTP date, RFC 9110
+// §10.2.3), capped at 25 s: azidentity gives up on longer waits
+// (imds-protocol.md §4 Q16).
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	d := defaultRetryAfter
+	if v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			if n >= 0 && n < 1<<31 {
+				d = time.Duration(n) * time.Second
+			}
+		} else if t, err := http.ParseTime(v); err == nil {
+			d = t.Sub(now)
+		}
+	}
+	if d < time.Second {
+		d = time.Second
+	}
+	if d > maxRetryAfter {
+		d = maxRetryAfter
+	}
+	return d
+}
+
+// jwtLike matches compact JWS/JWE strings; redact removes them from any
+// text bound for the log, in case an upstream message ever echoes one.
+var jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*)*`)
+
+// redact removes anything shaped like a JWT from s and bounds its length.
+func redact(s string) string {
+	if len(s) > maxErrorBody {
+		s = s[:maxErrorBody] + "...(truncated)"
+	}
+	return jwtLike.ReplaceAllString(s, "[REDACTED]")
+}

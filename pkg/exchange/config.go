@@ -1,0 +1,217 @@
+package exchange
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults applied by New to zero fields of Config.
+const (
+	// DefaultAuthorityHost is the public-cloud Entra host, used when the
+	// webhook injected no AZURE_AUTHORITY_HOST (SPEC §2).
+	DefaultAuthorityHost = "https://login.microsoftonline.com/"
+	// DefaultExchangeTimeout bounds one detached exchange (SPEC §4).
+	DefaultExchangeTimeout = 15 * time.Second
+	// DefaultMinRemaining is the floor of SPEC §4: never hand out a token with
+	// less than min(DefaultMinRemaining, lifetime/2) left.
+	DefaultMinRemaining = 10 * time.Minute
+	// DefaultStaleGrace is how close to expiry a cached token is still served
+	// while Entra is failing (SPEC §4).
+	DefaultStaleGrace = 5 * time.Minute
+	// DefaultNegativeTTL is how long a permanent failure is remembered (SPEC §4).
+	DefaultNegativeTTL = 30 * time.Second
+	// DefaultForceRefreshInterval is the minimum time between two forced
+	// fetches (bypass_cache, token_sha256_to_refresh) of one identity and
+	// resource. The spec asks for a rate limit without a number; 30 s keeps a
+	// misbehaving client well below Entra's loop detection (AADSTS50196).
+	DefaultForceRefreshInterval = 30 * time.Second
+	// DefaultMaxIdentities caps the MSAL clients (one per client id) and the
+	// client ids remembered for object/resource id resolution.
+	DefaultMaxIdentities = 64
+	// DefaultMaxEntries caps the cached tokens.
+	DefaultMaxEntries = 1024
+	// DefaultTickInterval is how often Run checks for refresh-ahead and idle
+	// eviction.
+	DefaultTickInterval = 10 * time.Second
+	// maxRetryAfter caps Retry-After: azidentity's IMDS pipeline gives up
+	// instead of waiting for longer (imds-protocol.md §4 Q16).
+	maxRetryAfter = 25 * time.Second
+	// defaultRetryAfter is used when a 429 carries no usable Retry-After.
+	defaultRetryAfter = 5 * time.Second
+)
+
+// Identity is one identity configured with --identity: a client id with the
+// object id and Azure resource id it is known by, so object_id and
+// msi_res_id selectors resolve without a trial exchange.
+type Identity struct {
+	ClientID   string
+	ObjectID   string
+	ResourceID string
+}
+
+// Config configures a Source. Zero durations and counts take the defaults
+// above.
+type Config struct {
+	// TenantID is AZURE_TENANT_ID (GUID or domain). Required.
+	TenantID string
+	// AuthorityHost is AZURE_AUTHORITY_HOST, e.g.
+	// "https://login.microsoftonline.com/"; the trailing slash is optional.
+	// The authority is AuthorityHost + TenantID.
+	AuthorityHost string
+	// TokenFile is AZURE_FEDERATED_TOKEN_FILE. It is re-read on every
+	// exchange because kubelet rotates it. Required.
+	TokenFile string
+	// DefaultClientID is AZURE_CLIENT_ID, used when a request names no
+	// identity. It may be empty.
+	DefaultClientID string
+	// Identities are the identities configured with --identity.
+	Identities []Identity
+	// ExchangeTimeout bounds one Entra exchange, which runs on a context
+	// detached from the caller's.
+	ExchangeTimeout time.Duration
+	// MinRemaining sets the floor: a cached token with less than
+	// min(MinRemaining, lifetime/2) left is not handed out.
+	MinRemaining time.Duration
+	// StaleGrace: while Entra fails, a cached token is served until
+	// StaleGrace before its expiry.
+	StaleGrace time.Duration
+	// NegativeTTL is how long a permanent failure is remembered per
+	// (client id, scope).
+	NegativeTTL time.Duration
+	// ForceRefreshInterval rate-limits forced fetches per (client id, scope).
+	ForceRefreshInterval time.Duration
+	// MaxIdentities caps the MSAL clients kept (LRU).
+	MaxIdentities int
+	// MaxEntries caps the cached tokens (LRU).
+	MaxEntries int
+	// TickInterval is how often Run refreshes ahead and evicts idle entries.
+	TickInterval time.Duration
+}
+
+// Clock tells the time. Tests inject a fake one; Run's ticker is real time,
+// but every decision it takes reads the time from the Clock.
+type Clock interface {
+	Now() time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Deps are the collaborators a Source needs; only Registerer is required.
+type Deps struct {
+	// Logger receives per-exchange lines at V(1) and failures at error
+	// level. It never receives a token or an assertion.
+	Logger logr.Logger
+	// Registerer receives the exchange and cache metrics. Required.
+	Registerer prometheus.Registerer
+	// HTTPClient carries every call to Entra; nil means MSAL's default.
+	HTTPClient *http.Client
+	// Clock is the time source; nil means the real clock.
+	Clock Clock
+}
+
+// withDefaults returns cfg with zero fields set to their defaults and
+// validates what is left.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.AuthorityHost == "" {
+		cfg.AuthorityHost = DefaultAuthorityHost
+	}
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	setDur(&cfg.ExchangeTimeout, DefaultExchangeTimeout)
+	setDur(&cfg.MinRemaining, DefaultMinRemaining)
+	setDur(&cfg.StaleGrace, DefaultStaleGrace)
+	setDur(&cfg.NegativeTTL, DefaultNegativeTTL)
+	setDur(&cfg.ForceRefreshInterval, DefaultForceRefreshInterval)
+	setDur(&cfg.TickInterval, DefaultTickInterval)
+	if cfg.MaxIdentities <= 0 {
+		cfg.MaxIdentities = DefaultMaxIdentities
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = DefaultMaxEntries
+	}
+	var errs []error
+	if strings.TrimSpace(cfg.TenantID) == "" {
+		errs = append(errs, errors.New("tenant id is required"))
+	} else if strings.ContainsAny(cfg.TenantID, "/?#% ") {
+		errs = append(errs, fmt.Errorf("tenant id %q contains characters not allowed in a URL path segment", cfg.TenantID))
+	}
+	if cfg.TokenFile == "" {
+		errs = append(errs, errors.New("federated token file path is required"))
+	}
+	if _, err := authorityURL(cfg.AuthorityHost, cfg.TenantID); err != nil {
+		errs = append(errs, err)
+	}
+	for i, id := range cfg.Identities {
+		if id.ClientID == "" {
+			errs = append(errs, fmt.Errorf("identity %d has no client id", i))
+		}
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// authorityURL joins the authority host and the tenant. MSAL accepts only
+// https authorities with a tenant segment (MSAL Go v1.10.1
+// authority.NewInfoFromAuthorityURI).
+func authorityURL(host, tenant string) (string, error) {
+	u, err := url.Parse(host)
+	if err != nil {
+		return "", fmt.Errorf("authority host %q: %w", host, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return "", fmt.Errorf("authority host %q must be an https URL", host)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("authority host %q must not carry a query or fragment", host)
+	}
+	return strings.TrimSuffix(host, "/") + "/" + tenant, nil
+}
+
+// knownCloudHosts are the Entra hosts MSAL Go trusts without instance
+// discovery (MSAL Go v1.10.1 apps/internal/oauth/ops/authority
+// aadTrustedHostList).
+var knownCloudHosts = map[string]bool{
+	"login.microsoftonline.com":        true,
+	"login.microsoft.com":              true,
+	"login.windows.net":                true,
+	"sts.windows.net":                  true,
+	"login.microsoftonline.us":         true,
+	"login-us.microsoftonline.com":     true,
+	"login.usgovcloudapi.net":          true,
+	"login.chinacloudapi.cn":           true,
+	"login.partner.microsoftonline.cn": true,
+	"login.microsoftonline.de":         true,
+	"login.sovcloud-identity.fr":       true,
+	"login.sovcloud-identity.de":       true,
+}
+
+// instanceDiscovery reports whether MSAL's instance discovery (authority
+// validation) should stay on for the authority host.
+//
+// For the hosts MSAL trusts, validation never makes a network call (MSAL Go
+// v1.10.1 resolvers.go openIDConfigurationEndpoint skips it for
+// authority.TrustedHost), so leaving it on costs nothing. For any other host
+// (a private or air-gapped cloud, the local emulator) MSAL would ask
+// https://login.microsoftonline.com/common/discovery/instance first, which
+// such a pod usually cannot reach, and the operator chose the host
+// explicitly through AZURE_AUTHORITY_HOST, so there is nothing to validate
+// (test-environment.md §2; azidentity exposes the same switch as
+// DisableInstanceDiscovery).
+func instanceDiscovery(authorityHost string) bool {
+	u, err := url.Parse(authorityHost)
+	if err != nil {
+		return false
+	}
+	return knownCloudHosts[strings.ToLower(u.Hostname())]
+}
