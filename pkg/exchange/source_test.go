@@ -121,9 +121,9 @@ func TestFloor(t *testing.T) {
 		lifetime, advance time.Duration
 		wantCalls         int
 	}{
-		{time.Hour, 50 * time.Minute, 1},                // exactly 10 min left: served
-		{time.Hour, 50*time.Minute + time.Second, 2},    // below the floor: refetched
-		{10 * time.Minute, 5 * time.Minute, 1},          // exactly lifetime/2 left
+		{time.Hour, 50 * time.Minute, 1},             // exactly 10 min left: served
+		{time.Hour, 50*time.Minute + time.Second, 2}, // below the floor: refetched
+		{10 * time.Minute, 5 * time.Minute, 1},       // exactly lifetime/2 left
 		{10 * time.Minute, 5*time.Minute + time.Second, 2},
 		{24 * time.Hour, 23*time.Hour + 50*time.Minute, 1},
 		{24 * time.Hour, 23*time.Hour + 51*time.Minute, 2},
