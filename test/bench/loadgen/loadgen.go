@@ -219,7 +219,8 @@ type SteadyConfig struct {
 type SteadyResult struct {
 	Concurrency int           `json:"concurrency"`
 	Window      time.Duration `json:"window_ns"`
-	Requests    int64         `json:"requests"` // completed with status 200 in the window
+	Requests    int64         `json:"requests"`  // completed with status 200 in the window
+	Completed   int64         `json:"completed"` // every reply read, warm-up included
 	Non200      int64         `json:"non_200"`
 	Errors      int64         `json:"errors"`
 	FirstError  string        `json:"first_error,omitempty"`
@@ -316,6 +317,7 @@ func Steady(ctx context.Context, cfg SteadyConfig) (SteadyResult, error) {
 		errs       int64
 		firstErr   error
 		reconnects int64
+		completed  int64
 	}
 	results := make([]workerResult, cfg.Concurrency)
 	start := time.Now()
@@ -369,6 +371,7 @@ func Steady(ctx context.Context, cfg SteadyConfig) (SteadyResult, error) {
 					c = nil
 					continue
 				}
+				wr.completed++
 				if !t0.Before(measureFrom) && !t1.After(end) {
 					if resp.Status == 200 {
 						wr.samples = append(wr.samples, t1.Sub(t0))
@@ -396,6 +399,7 @@ func Steady(ctx context.Context, cfg SteadyConfig) (SteadyResult, error) {
 		res.Non200 += wr.non200
 		res.Errors += wr.errs
 		res.Reconnects += wr.reconnects
+		res.Completed += wr.completed
 		if wr.firstErr != nil && res.FirstError == "" {
 			res.FirstError = wr.firstErr.Error()
 		}

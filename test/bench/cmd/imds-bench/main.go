@@ -1,0 +1,609 @@
+// Command imds-bench measures how close the proxy gets to the physical limit
+// of its own path, on this machine, and prints the figures (`make bench`).
+//
+// It builds the binaries, starts pod-shaped network namespaces with the real
+// proxy-init rules, the real proxy (UID 1501) and the Entra emulator
+// (internal/podenv), and runs the load generator (imds-loadgen) inside the
+// pod namespace as an ordinary UID, against
+// http://169.254.169.254/metadata/identity/oauth2/token through the
+// redirect. The limit is a minimal Go server (test/bench/limitserver)
+// returning the proxy's own reply bytes on another loopback port behind the
+// same redirect (proxy-init re-run with its port), measured in the same run
+// and interleaved with the proxy, level by level.
+//
+// It reports; it never fails on a missed target. It needs root and Linux.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/podenv"
+	"github.com/imds-proxy/imds-proxy/test/bench/loadgen"
+)
+
+// Ports and identities of the benchmark pod.
+const (
+	limitPort   = 18001 // limit server, loopback in the pod netns
+	startupPort = 18200 // proxies started by the readiness measurement
+	clientUID   = 1000  // the app's UID: not exempt from the redirect
+	// warmResource is what the warm load asks for; clients such as
+	// azidentity send the Resource Manager audience without a trailing slash.
+	warmResource     = "https://management.azure.com"
+	stampedeResource = "https://vault.azure.net"
+	limitProbePath   = "/__imds_bench_which_server"
+)
+
+type config struct {
+	levels        []int
+	warmup        time.Duration
+	duration      time.Duration
+	rounds        int
+	stampedeN     int
+	stampedeRuns  int
+	entraLatency  time.Duration
+	startupRuns   int
+	logLevel      string
+	goBench       bool
+	goBenchCount  int
+	goBenchFilter string
+	outDir        string
+	keepBin       bool
+}
+
+func main() {
+	var cfg config
+	levels := flag.String("c", "1,16,64", "comma-separated concurrency levels")
+	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured warm-up before each measured window")
+	flag.DurationVar(&cfg.duration, "d", 5*time.Second, "measured window per concurrency level and server")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds of (proxy, limit) per level; the median round is reported")
+	flag.IntVar(&cfg.stampedeN, "stampede", 500, "concurrent first requests in the cold stampede")
+	flag.IntVar(&cfg.stampedeRuns, "stampede-runs", 3, "cold stampedes, each against a freshly started proxy")
+	flag.DurationVar(&cfg.entraLatency, "entra-latency", 50*time.Millisecond, "Entra answer time injected during the stampede")
+	flag.IntVar(&cfg.startupRuns, "startup-runs", 9, "proxy starts timed from exec to ready and to first token")
+	flag.StringVar(&cfg.logLevel, "proxy-log-level", "info", "the proxy's --log-level (the webhook's default is info)")
+	flag.BoolVar(&cfg.goBench, "gobench", true, "run go test -bench on pkg/imds and pkg/exchange for allocations per request")
+	flag.IntVar(&cfg.goBenchCount, "gobench-count", 6, "go test -count for the Go benchmarks")
+	flag.StringVar(&cfg.goBenchFilter, "gobench-filter", ".", "go test -bench regexp")
+	flag.StringVar(&cfg.outDir, "out", "out", "directory (relative to the module root) for the result files")
+	flag.BoolVar(&cfg.keepBin, "keep-bin", false, "keep the build directory (its path is printed)")
+	flag.Parse()
+	for _, s := range strings.Split(*levels, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "imds-bench: bad concurrency level %q\n", s)
+			os.Exit(2)
+		}
+		cfg.levels = append(cfg.levels, n)
+	}
+	if cfg.rounds < 1 || cfg.duration <= 0 {
+		fmt.Fprintln(os.Stderr, "imds-bench: -rounds must be >= 1 and -d positive")
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, cfg)
+	stop()
+	if cerr := podenv.CloseAll(); cerr != nil {
+		fmt.Fprintf(os.Stderr, "imds-bench: teardown: %v\n", cerr)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "imds-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().UTC().Format("15:04:05")}, args...)...)
+}
+
+// bench is one benchmark run: the environment and the binaries.
+type bench struct {
+	cfg     config
+	root    string
+	binDir  string
+	loadgen string
+	limit   string
+	env     *podenv.Env
+	rep     *Report
+}
+
+func run(ctx context.Context, cfg config) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, iptables, setuid), as `make bench` is run")
+	}
+	root, err := podenv.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, root: root, rep: &Report{}}
+	r := b.rep
+	r.Started = time.Now().UTC()
+	r.Machine = machine()
+	r.LoadStart = loadAvg()
+	r.Commit = gitDescribe(root)
+	r.Config = cfg
+
+	b.binDir, err = os.MkdirTemp("", "imds-bench-bin-")
+	if err != nil {
+		return err
+	}
+	if cfg.keepBin {
+		logf("build directory %s (kept)", b.binDir)
+	} else {
+		defer os.RemoveAll(b.binDir)
+	}
+	if err := b.build(ctx); err != nil {
+		return err
+	}
+	r.BackgroundBusyStart = backgroundBusy(time.Second)
+
+	if err := b.warmPhase(ctx); err != nil {
+		return err
+	}
+	if err := b.stampedePhase(ctx); err != nil {
+		r.Notes = append(r.Notes, "stampede: "+err.Error())
+		logf("stampede failed: %v", err)
+	}
+	if err := b.startupPhase(ctx); err != nil {
+		r.Notes = append(r.Notes, "startup: "+err.Error())
+		logf("startup measurement failed: %v", err)
+	}
+	if b.env != nil {
+		if err := b.env.Close(); err != nil {
+			logf("teardown: %v", err)
+		}
+		b.env = nil
+	}
+	r.BackgroundBusyEnd = backgroundBusy(time.Second)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if cfg.goBench {
+		b.goBenchPhase(ctx)
+	}
+	r.LoadEnd = loadAvg()
+	r.Finished = time.Now().UTC()
+	return b.write()
+}
+
+// build compiles the harness binaries (podenv.Build), replaces proxy and
+// proxy-init with stripped builds as the images ship them (-trimpath
+// -ldflags '-s -w'), records their sizes, and builds the load generator
+// and the limit server.
+func (b *bench) build(ctx context.Context) error {
+	logf("building proxy, proxy-init, emulator (podenv.Build) into %s", b.binDir)
+	if err := podenv.Build(ctx, b.binDir); err != nil {
+		return err
+	}
+	stripped := filepath.Join(b.binDir, "stripped")
+	if err := os.MkdirAll(stripped, 0o755); err != nil {
+		return err
+	}
+	for _, t := range []struct{ name, pkg string }{
+		{podenv.ProxyBin, "./cmd/proxy"},
+		{podenv.InitBin, "./cmd/init"},
+		{"imds-loadgen", "./test/bench/cmd/imds-loadgen"},
+		{"limitserver", "./test/bench/limitserver"},
+	} {
+		out := filepath.Join(stripped, t.name)
+		if err := b.goCmd(ctx, nil, "build", "-trimpath", "-ldflags", "-s -w", "-o", out, t.pkg); err != nil {
+			return err
+		}
+		if err := os.Chmod(out, 0o755); err != nil {
+			return err
+		}
+		if t.name == podenv.ProxyBin || t.name == podenv.InitBin {
+			st, err := os.Stat(out)
+			if err != nil {
+				return err
+			}
+			b.rep.BinarySize = append(b.rep.BinarySize, BinSize{Name: t.name, Bytes: st.Size()})
+			// Run what ships.
+			if err := os.Rename(out, filepath.Join(b.binDir, t.name)); err != nil {
+				return err
+			}
+		}
+	}
+	b.loadgen = filepath.Join(stripped, "imds-loadgen")
+	b.limit = filepath.Join(stripped, "limitserver")
+	return nil
+}
+
+func (b *bench) goCmd(ctx context.Context, stdout *os.File, args ...string) error {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	cmd := exec.CommandContext(ctx, goBin, args...)
+	cmd.Dir = b.root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if stdout != nil {
+		cmd.Stdout = stdout
+		cmd.Stderr = stdout
+		return cmd.Run()
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func (b *bench) startEnv(ctx context.Context) error {
+	env, err := podenv.Start(ctx, podenv.Options{
+		BinDir:    b.binDir,
+		ClientID:  podenv.DefaultClientID,
+		ProxyArgs: []string{"--log-level=" + b.cfg.logLevel},
+		Logf:      logf,
+	})
+	if err != nil {
+		return err
+	}
+	b.env = env
+	return nil
+}
+
+// podRun runs the load generator in the pod netns as uid and decodes its
+// JSON answer into out.
+func (b *bench) podRun(ctx context.Context, uid int, env []string, out any, args ...string) error {
+	cmd := b.env.PodCommand(ctx, uid, env, append([]string{b.loadgen}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("imds-loadgen %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(stdout, out); err != nil {
+		return fmt.Errorf("imds-loadgen %s: decoding %q: %w", args[0], stdout, err)
+	}
+	return nil
+}
+
+func tokenURI(resource string) string {
+	return "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + resource
+}
+
+type getResult struct {
+	Status int    `json:"status"`
+	Header string `json:"header"`
+	Body   string `json:"body"`
+	Bytes  int    `json:"bytes"`
+}
+
+func (b *bench) proxyPID() (int, error) {
+	return findProcess(b.env.Bin(podenv.ProxyBin), "/run/netns/"+b.env.Pod)
+}
+
+// redirectTo points the pod's proxy-init redirect at port (re-running the
+// real proxy-init, which rewrites its own chains) and checks which server
+// now answers.
+func (b *bench) redirectTo(ctx context.Context, port int, wantLimit bool) error {
+	if err := b.env.RunInit(ctx, "--proxy-port="+strconv.Itoa(port)); err != nil {
+		return err
+	}
+	var g getResult
+	if err := b.podRun(ctx, clientUID, nil, &g, "get", "-uri", limitProbePath); err != nil {
+		return err
+	}
+	// The limit server answers every path with 200; the proxy answers an
+	// unknown path with 404.
+	if isLimit := g.Status == 200; isLimit != wantLimit {
+		return fmt.Errorf("after redirecting to port %d the wrong server answers (status %d)", port, g.Status)
+	}
+	return nil
+}
+
+// warmPhase: warm cache, idle RSS, then the interleaved steady runs of the
+// proxy and the limit server, RSS and goroutines after load.
+func (b *bench) warmPhase(ctx context.Context) error {
+	r := b.rep
+	if err := b.startEnv(ctx); err != nil {
+		return err
+	}
+	uri := tokenURI(warmResource)
+	bodyFile := filepath.Join(b.binDir, "reply.json")
+	var g getResult
+	if err := b.podRun(ctx, clientUID, nil, &g, "get", "-uri", uri); err != nil {
+		return err
+	}
+	if g.Status != 200 {
+		return fmt.Errorf("warm-up token request: status %d: %s\n%s", g.Status, g.Body, tailFile(b.env.ProxyLog))
+	}
+	if err := os.WriteFile(bodyFile, []byte(g.Body), 0o644); err != nil {
+		return err
+	}
+	r.ReplyBytes = len(g.Body)
+	r.ReplyHeader = strings.TrimSpace(g.Header)
+	logf("warm: proxy answered %d bytes", r.ReplyBytes)
+
+	pid, err := b.proxyPID()
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	r.RSSIdle, _ = procStatusKB(pid, "VmRSS")
+
+	// The limit server, as UID 1501 like the proxy, on another loopback port.
+	lcmd := b.env.PodCommand(ctx, podenv.DefaultProxyUID, nil, b.limit, "-addr", "127.0.0.1:"+strconv.Itoa(limitPort), "-body", bodyFile)
+	var lerr strings.Builder
+	lcmd.Stderr = &lerr
+	if err := lcmd.Start(); err != nil {
+		return err
+	}
+	limitPID := lcmd.Process.Pid
+	defer func() {
+		_ = syscall.Kill(limitPID, syscall.SIGTERM)
+		_ = lcmd.Wait()
+	}()
+	var lg getResult
+	for i := 0; ; i++ {
+		err := b.podRun(ctx, clientUID, nil, &lg, "get", "-addr", "127.0.0.1:"+strconv.Itoa(limitPort), "-uri", uri)
+		if err == nil && lg.Status == 200 {
+			break
+		}
+		if i == 50 {
+			return fmt.Errorf("limit server not answering: %v %s", err, lerr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if lg.Bytes != r.ReplyBytes {
+		return fmt.Errorf("limit server body is %d bytes, proxy's %d", lg.Bytes, r.ReplyBytes)
+	}
+
+	targets := []struct {
+		name string
+		port int
+		pid  int
+	}{{"proxy", b.env.ProxyPort, pid}, {"limit", limitPort, limitPID}}
+	current := "proxy"
+	for _, c := range b.cfg.levels {
+		for round := 0; round < b.cfg.rounds; round++ {
+			order := []int{0, 1}
+			if round%2 == 1 {
+				order = []int{1, 0} // alternate who goes first against drift
+			}
+			for _, i := range order {
+				t := targets[i]
+				if current != t.name {
+					if err := b.redirectTo(ctx, t.port, t.name == "limit"); err != nil {
+						return err
+					}
+					current = t.name
+				}
+				ticks0 := procTicks(t.pid)
+				var res loadgen.SteadyResult
+				if err := b.podRun(ctx, clientUID, nil, &res, "steady", "-uri", uri,
+					"-c", strconv.Itoa(c), "-warmup", b.cfg.warmup.String(), "-d", b.cfg.duration.String()); err != nil {
+					return err
+				}
+				ticks := procTicks(t.pid) - ticks0
+				logf("%-5s c=%-3d round %d: %8.0f req/s  p50 %v  p99 %v  p99.9 %v  errors %d non-200 %d",
+					t.name, c, round+1, res.RPS, res.Latency.P50, res.Latency.P99, res.Latency.P999, res.Errors, res.Non200)
+				r.Steady = append(r.Steady, SteadyRun{Server: t.name, Round: round + 1, Result: res, CPUTicks: ticks})
+			}
+		}
+	}
+	if current != "proxy" {
+		if err := b.redirectTo(ctx, b.env.ProxyPort, false); err != nil {
+			return err
+		}
+	}
+	r.RSSAfterLoad, _ = procStatusKB(pid, "VmRSS")
+	r.RSSPeak, _ = procStatusKB(pid, "VmHWM")
+	r.LimitRSSAfterLoad, _ = procStatusKB(limitPID, "VmRSS")
+	// Goroutines once the load generator's connections are gone.
+	time.Sleep(500 * time.Millisecond)
+	var m getResult
+	if err := b.podRun(ctx, clientUID, nil, &m, "get", "-uri", "/metrics"); err != nil {
+		r.Notes = append(r.Notes, "metrics: "+err.Error())
+	} else if v, ok := metricValue(m.Body, "go_goroutines"); ok {
+		r.Goroutines = int(v)
+	} else {
+		r.Notes = append(r.Notes, fmt.Sprintf("metrics: no go_goroutines in /metrics (status %d)", m.Status))
+	}
+	r.RSSAfterIdle, _ = procStatusKB(pid, "VmRSS")
+	return nil
+}
+
+// metricValue returns the value of an unlabelled metric in Prometheus text.
+func metricValue(text, name string) (float64, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+// stampedePhase restarts the proxy (an empty cache) with the emulator
+// answering token POSTs after a known latency, fires N simultaneous first
+// requests for one identity and resource, and counts the Entra calls.
+func (b *bench) stampedePhase(ctx context.Context) error {
+	if b.env == nil || b.cfg.stampedeRuns < 1 {
+		return nil
+	}
+	scope := stampedeResource + "/.default"
+	if err := b.env.SetFault(ctx, entraemu.Fault{Latency: b.cfg.entraLatency}); err != nil {
+		return err
+	}
+	defer func() { _ = b.env.SetFault(context.WithoutCancel(ctx), entraemu.Fault{}) }()
+	for i := 0; i < b.cfg.stampedeRuns; i++ {
+		logf("stampede %d: restarting the proxy (fresh cache)", i+1)
+		if err := b.env.StopProxy(); err != nil {
+			logf("proxy exit: %v", err)
+		}
+		if err := b.env.StartProxy(ctx); err != nil {
+			return err
+		}
+		before, err := b.env.Calls(ctx, b.env.ClientID, scope)
+		if err != nil {
+			return err
+		}
+		var res loadgen.StampedeResult
+		if err := b.podRun(ctx, clientUID, nil, &res, "stampede", "-n", strconv.Itoa(b.cfg.stampedeN), "-uri", tokenURI(stampedeResource)); err != nil {
+			return err
+		}
+		after, err := b.env.Calls(ctx, b.env.ClientID, scope)
+		if err != nil {
+			return err
+		}
+		run := StampedeRun{Result: res, EntraCalls: after - before}
+		logf("stampede %d: %d requests, statuses %v, errors %d, Entra calls %d, distinct tokens %d, p50 %v p99 %v max %v",
+			i+1, res.N, res.Status, res.Errors, run.EntraCalls, res.DistinctTokens, res.Latency.P50, res.Latency.P99, res.Latency.Max)
+		b.rep.Stampede = append(b.rep.Stampede, run)
+	}
+	return nil
+}
+
+// startupPhase times proxy starts from exec to the first 200 from /readyz
+// and to the first token served, from inside the pod netns. The timing
+// process (as root, to start the proxy as UID 1501) execs the proxy itself,
+// so both timestamps come from one clock with no harness in between.
+func (b *bench) startupPhase(ctx context.Context) error {
+	if b.env == nil || b.cfg.startupRuns < 1 {
+		return nil
+	}
+	var res StartupResult
+	args := []string{"startup", "-runs", strconv.Itoa(b.cfg.startupRuns), "-port", strconv.Itoa(startupPort),
+		"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource),
+		"--", b.env.Bin(podenv.ProxyBin), "--log-level=" + b.cfg.logLevel}
+	if err := b.podRun(ctx, 0, b.env.ProxyEnv(), &res, args...); err != nil {
+		return err
+	}
+	b.rep.Startup = &res
+	logf("startup: ready median %v (min %v, max %v), first token median %v", res.Ready.Median, res.Ready.Min, res.Ready.Max, res.FirstToken.Median)
+	return nil
+}
+
+// StartupResult mirrors imds-loadgen's startup answer.
+type StartupResult struct {
+	Runs []struct {
+		Ready      time.Duration `json:"ready_ns"`
+		FirstToken time.Duration `json:"first_token_ns"`
+		Polls      int           `json:"polls"`
+		Error      string        `json:"error,omitempty"`
+	} `json:"runs"`
+	Ready      StartupStats `json:"ready"`
+	FirstToken StartupStats `json:"first_token"`
+}
+
+// StartupStats mirrors imds-loadgen's summary of successful runs.
+type StartupStats struct {
+	N      int           `json:"n"`
+	Min    time.Duration `json:"min_ns"`
+	Median time.Duration `json:"median_ns"`
+	Max    time.Duration `json:"max_ns"`
+}
+
+// goBenchPhase runs the Go benchmarks of the handler path and the cache and
+// saves their raw, benchstat-ready output beside the report.
+func (b *bench) goBenchPhase(ctx context.Context) {
+	r := b.rep
+	outDir := filepath.Join(b.root, b.cfg.outDir)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		r.Notes = append(r.Notes, "gobench: "+err.Error())
+		return
+	}
+	r.GoBenchFile = filepath.Join(outDir, "bench-"+r.Started.Format("20060102-150405")+"-gotest.txt")
+	f, err := os.Create(r.GoBenchFile)
+	if err != nil {
+		r.Notes = append(r.Notes, "gobench: "+err.Error())
+		return
+	}
+	args := []string{"test", "-run", "^$", "-bench", b.cfg.goBenchFilter, "-benchmem", "-count", strconv.Itoa(b.cfg.goBenchCount), "./pkg/imds", "./pkg/exchange"}
+	r.GoBenchCmd = "go " + strings.Join(args, " ")
+	logf("running %s", r.GoBenchCmd)
+	err = b.goCmd(ctx, f, args...)
+	f.Close()
+	raw, _ := os.ReadFile(r.GoBenchFile)
+	r.GoBench = parseGoBench(string(raw))
+	if err != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("gobench: %s: %v (see %s)", r.GoBenchCmd, err, r.GoBenchFile))
+	}
+	if bs := benchstatPath(); bs != "" {
+		out, err := exec.CommandContext(ctx, bs, r.GoBenchFile).CombinedOutput()
+		if err == nil {
+			r.Benchstat = string(out)
+		}
+	}
+}
+
+func benchstatPath() string {
+	if p, err := exec.LookPath("benchstat"); err == nil {
+		return p
+	}
+	for _, dir := range []string{os.Getenv("GOBIN"), filepath.Join(os.Getenv("HOME"), "go", "bin")} {
+		if dir == "" {
+			continue
+		}
+		p := filepath.Join(dir, "benchstat")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func gitDescribe(root string) string {
+	out, err := exec.Command("git", "-C", root, "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func tailFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// write prints the report and saves it (text and JSON) under outDir.
+func (b *bench) write() error {
+	r := b.rep
+	text := r.Text()
+	fmt.Print(text)
+	outDir := filepath.Join(b.root, b.cfg.outDir)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	base := filepath.Join(outDir, "bench-"+r.Started.Format("20060102-150405"))
+	if err := os.WriteFile(base+".txt", []byte(text), 0o644); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(base+".json", js, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nwritten: %s.txt, %s.json", base, base)
+	if r.GoBenchFile != "" {
+		fmt.Printf(", %s", r.GoBenchFile)
+	}
+	fmt.Println()
+	return nil
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imds-proxy/imds-proxy/test/bench/loadgen"
+)
+
+const goTestOut = `goos: linux
+goarch: amd64
+pkg: github.com/imds-proxy/imds-proxy/pkg/imds
+cpu: AMD EPYC
+BenchmarkTokenHandlerWarm-2   	  300000	      4000 ns/op	     900 B/op	      12 allocs/op
+BenchmarkTokenHandlerWarm-2   	  300000	      3000 ns/op	     900 B/op	      12 allocs/op
+BenchmarkTokenHandlerWarm-2   	  300000	      5000 ns/op	     900 B/op	      14 allocs/op
+BenchmarkPath/dots-2          	 1000000	       100 ns/op
+PASS
+ok  	github.com/imds-proxy/imds-proxy/pkg/imds	5.0s
+pkg: github.com/imds-proxy/imds-proxy/pkg/exchange
+BenchmarkTokenWarm-2   	 5000000	       200 ns/op	       0 B/op	       0 allocs/op
+`
+
+func TestParseGoBench(t *testing.T) {
+	got := parseGoBench(goTestOut)
+	if len(got) != 3 {
+		t.Fatalf("got %d benchmarks: %+v", len(got), got)
+	}
+	h := got[0]
+	if h.Name != "BenchmarkTokenHandlerWarm" || h.Runs != 3 || h.NsPerOp != 4000 || h.AllocsPerOp != 12 || !h.HasMem || !strings.HasSuffix(h.Pkg, "pkg/imds") {
+		t.Fatalf("handler benchmark %+v", h)
+	}
+	if got[1].Name != "BenchmarkPath/dots" || got[1].HasMem {
+		t.Fatalf("second benchmark %+v", got[1])
+	}
+	if got[2].Name != "BenchmarkTokenWarm" || !strings.HasSuffix(got[2].Pkg, "pkg/exchange") || got[2].AllocsPerOp != 0 {
+		t.Fatalf("cache benchmark %+v", got[2])
+	}
+}
+
+func TestMetricValue(t *testing.T) {
+	text := "# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines 11\ngo_goroutines_x 3\n"
+	if v, ok := metricValue(text, "go_goroutines"); !ok || v != 11 {
+		t.Fatalf("got %v %v", v, ok)
+	}
+	if _, ok := metricValue(text, "missing"); ok {
+		t.Fatal("found a missing metric")
+	}
+}
+
+func steady(server string, c int, rps float64, p99 time.Duration) SteadyRun {
+	return SteadyRun{Server: server, Result: loadgen.SteadyResult{Concurrency: c, RPS: rps, Completed: 100,
+		Latency: loadgen.Percentiles{P50: p99 / 2, P99: p99, P999: 2 * p99}}}
+}
+
+func TestVerdicts(t *testing.T) {
+	r := &Report{
+		Config: config{entraLatency: 50 * time.Millisecond},
+		Steady: []SteadyRun{
+			steady("proxy", 64, 9000, 13*time.Millisecond), steady("limit", 64, 10000, 10*time.Millisecond),
+			steady("proxy", 64, 9500, 12*time.Millisecond), steady("limit", 64, 10000, 10*time.Millisecond),
+			steady("proxy", 64, 1000, 99*time.Millisecond), steady("limit", 64, 10000, 10*time.Millisecond),
+		},
+		Stampede: []StampedeRun{{EntraCalls: 1, Result: loadgen.StampedeResult{N: 500, Status: map[int]int{200: 500},
+			Latency: loadgen.Percentiles{P99: 70 * time.Millisecond}}}},
+		RSSAfterLoad: 21 << 20,
+		Startup:      &StartupResult{Ready: StartupStats{N: 3, Median: 4 * time.Millisecond}},
+		GoBench:      []GoBench{{Name: "BenchmarkTokenHandlerWarm", AllocsPerOp: 12, HasMem: true}},
+	}
+	want := []string{"PASS", "PASS", "PASS", "PASS", "MISS", "PASS", "PASS"}
+	got := r.verdicts()
+	if len(got) != len(want) {
+		t.Fatalf("got %d verdicts: %+v", len(got), got)
+	}
+	for i, v := range got {
+		if v.Status != want[i] {
+			t.Errorf("verdict %d %q = %s (%s), want %s", i, v.Target, v.Status, v.Value, want[i])
+		}
+	}
+	if l, _ := r.level("proxy", 64); l.RPS != 9000 || l.P99 != 13*time.Millisecond {
+		t.Errorf("median level %+v", l)
+	}
+	text := r.Text()
+	for _, s := range []string{"ratio", "90.0%", "1.30x", "Targets", "[MISS]"} {
+		if !strings.Contains(text, s) {
+			t.Errorf("report lacks %q:\n%s", s, text)
+		}
+	}
+}

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/imds-proxy/imds-proxy/test/bench/loadgen"
+)
+
+// Targets of issue 6, on the project's 2-core machine.
+const (
+	targetThroughputRatio = 0.90 // proxy req/s at the top level >= 90% of the limit's
+	targetP99Ratio        = 1.3  // proxy p99 at the top level <= 1.3x the limit's
+	targetStampedeCalls   = 1    // Entra calls for a 500-request cold stampede
+	targetStampedeOver    = 30 * time.Millisecond
+	targetRSS             = 20 << 20 // bytes, after load
+	targetReady           = 10 * time.Millisecond
+	targetAllocs          = 20 // per warm request
+	// handlerBench is the Go benchmark of the whole warm request path.
+	handlerBench = "BenchmarkTokenHandlerWarm"
+	cacheBench   = "BenchmarkTokenWarm"
+	userHZ       = 100 // clock ticks per second in /proc/<pid>/stat
+)
+
+// Report is everything one run measured.
+type Report struct {
+	Started, Finished   time.Time
+	Commit              string
+	Machine             Machine
+	Config              config `json:"-"`
+	LoadStart, LoadEnd  float64
+	BackgroundBusyStart float64
+	BackgroundBusyEnd   float64
+
+	ReplyBytes  int
+	ReplyHeader string
+
+	Steady   []SteadyRun
+	Stampede []StampedeRun
+	Startup  *StartupResult
+
+	RSSIdle, RSSAfterLoad, RSSAfterIdle, RSSPeak int64
+	LimitRSSAfterLoad                            int64
+	Goroutines                                   int
+
+	BinarySize []BinSize
+
+	GoBenchCmd  string
+	GoBenchFile string
+	GoBench     []GoBench
+	Benchstat   string
+
+	Notes []string
+}
+
+// SteadyRun is one measured window against one server.
+type SteadyRun struct {
+	Server   string
+	Round    int
+	Result   loadgen.SteadyResult
+	CPUTicks uint64 // the server process's user+system ticks over warm-up and window
+}
+
+// StampedeRun is one cold stampede against a fresh proxy.
+type StampedeRun struct {
+	Result     loadgen.StampedeResult
+	EntraCalls int
+}
+
+// BinSize is one stripped binary.
+type BinSize struct {
+	Name  string
+	Bytes int64
+}
+
+// Level is the median over rounds of one server at one concurrency.
+type Level struct {
+	Server         string
+	Concurrency    int
+	Rounds         int
+	RPS            float64
+	P50, P99, P999 time.Duration
+	Errors, Non200 int64
+	CPUPerRequest  time.Duration
+}
+
+func (r *Report) levels() []Level {
+	type key struct {
+		server string
+		c      int
+	}
+	var order []key
+	by := map[key][]SteadyRun{}
+	for _, s := range r.Steady {
+		k := key{s.Server, s.Result.Concurrency}
+		if _, ok := by[k]; !ok {
+			order = append(order, k)
+		}
+		by[k] = append(by[k], s)
+	}
+	var out []Level
+	for _, k := range order {
+		runs := by[k]
+		l := Level{Server: k.server, Concurrency: k.c, Rounds: len(runs)}
+		var rps, p50, p99, p999, cpu []float64
+		for _, s := range runs {
+			rps = append(rps, s.Result.RPS)
+			p50 = append(p50, float64(s.Result.Latency.P50))
+			p99 = append(p99, float64(s.Result.Latency.P99))
+			p999 = append(p999, float64(s.Result.Latency.P999))
+			if s.Result.Completed > 0 {
+				cpu = append(cpu, float64(s.CPUTicks)*float64(time.Second/userHZ)/float64(s.Result.Completed))
+			}
+			l.Errors += s.Result.Errors
+			l.Non200 += s.Result.Non200
+		}
+		l.RPS = median(rps)
+		l.P50 = time.Duration(median(p50))
+		l.P99 = time.Duration(median(p99))
+		l.P999 = time.Duration(median(p999))
+		l.CPUPerRequest = time.Duration(median(cpu))
+		out = append(out, l)
+	}
+	return out
+}
+
+func (r *Report) level(server string, c int) (Level, bool) {
+	for _, l := range r.levels() {
+		if l.Server == server && l.Concurrency == c {
+			return l, true
+		}
+	}
+	return Level{}, false
+}
+
+// Verdict is one target's outcome.
+type Verdict struct {
+	Target string
+	Value  string
+	Status string // PASS, MISS, n/a
+}
+
+func pass(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+func (r *Report) verdicts() []Verdict {
+	var v []Verdict
+	top := 0
+	for _, l := range r.levels() {
+		top = max(top, l.Concurrency)
+	}
+	p, okP := r.level("proxy", top)
+	l, okL := r.level("limit", top)
+	if okP && okL && l.RPS > 0 && l.P99 > 0 {
+		tr := p.RPS / l.RPS
+		v = append(v, Verdict{fmt.Sprintf("warm throughput at c=%d >= 90%% of limit", top),
+			fmt.Sprintf("%.1f%% (%.0f vs %.0f req/s)", 100*tr, p.RPS, l.RPS), pass(tr >= targetThroughputRatio)})
+		pr := float64(p.P99) / float64(l.P99)
+		v = append(v, Verdict{fmt.Sprintf("p99 at c=%d <= 1.3x limit", top),
+			fmt.Sprintf("%.2fx (%s vs %s)", pr, ms(p.P99), ms(l.P99)), pass(pr <= targetP99Ratio)})
+	} else {
+		v = append(v, Verdict{"warm throughput / p99 vs limit", "not measured", "n/a"})
+	}
+	if len(r.Stampede) > 0 {
+		calls := make([]string, 0, len(r.Stampede))
+		allOne := true
+		var over []float64
+		for _, s := range r.Stampede {
+			calls = append(calls, fmt.Sprint(s.EntraCalls))
+			allOne = allOne && s.EntraCalls == targetStampedeCalls && s.Result.Status[200] == s.Result.N
+			over = append(over, float64(s.Result.Latency.P99-r.Config.entraLatency))
+		}
+		med := time.Duration(median(over))
+		v = append(v, Verdict{fmt.Sprintf("stampede of %d: exactly 1 Entra call, all 200", r.Stampede[0].Result.N),
+			"calls per run: " + strings.Join(calls, ", "), pass(allOne)})
+		v = append(v, Verdict{"stampede p99 within 30 ms of Entra answer time",
+			fmt.Sprintf("p99 - %s = %s (median of %d runs)", ms(r.Config.entraLatency), ms(med), len(r.Stampede)), pass(med <= targetStampedeOver)})
+	} else {
+		v = append(v, Verdict{"stampede", "not measured", "n/a"})
+	}
+	if r.RSSAfterLoad > 0 {
+		v = append(v, Verdict{"RSS after load <= 20 MiB", mib(r.RSSAfterLoad), pass(r.RSSAfterLoad <= targetRSS)})
+	} else {
+		v = append(v, Verdict{"RSS after load <= 20 MiB", "not measured", "n/a"})
+	}
+	if r.Startup != nil && r.Startup.Ready.N > 0 {
+		v = append(v, Verdict{"ready within 10 ms of exec", "median " + ms(r.Startup.Ready.Median), pass(r.Startup.Ready.Median <= targetReady)})
+	} else {
+		v = append(v, Verdict{"ready within 10 ms of exec", "not measured", "n/a"})
+	}
+	if gb, ok := r.goBench(handlerBench); ok && gb.HasMem {
+		v = append(v, Verdict{"<= 20 allocs per warm request", fmt.Sprintf("%.0f allocs/op (%s)", gb.AllocsPerOp, handlerBench), pass(gb.AllocsPerOp <= targetAllocs)})
+	} else {
+		v = append(v, Verdict{"<= 20 allocs per warm request", handlerBench + " not found", "n/a"})
+	}
+	return v
+}
+
+func (r *Report) goBench(name string) (GoBench, bool) {
+	for _, g := range r.GoBench {
+		if g.Name == name || strings.HasPrefix(g.Name, name+"/") {
+			return g, true
+		}
+	}
+	return GoBench{}, false
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond))
+}
+
+func us(d time.Duration) string {
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+}
+
+func mib(b int64) string {
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+// Text renders the report as the table `make bench` prints and saves.
+func (r *Report) Text() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	cfg := r.Config
+	w("imds-proxy benchmark (make bench)")
+	w("run:      %s to %s UTC, commit %s", r.Started.Format("2006-01-02 15:04:05"), r.Finished.Format("15:04:05"), r.Commit)
+	w("machine:  Linux %s, %s, nproc %d, %s RAM, %s", r.Machine.Kernel, r.Machine.CPU, r.Machine.NProc, r.Machine.MemTotal, r.Machine.Go)
+	w("load:     1-min load average %.2f at start, %.2f at end; CPU busy with other work while the benchmark idled: %.0f%% before, %.0f%% after%s",
+		r.LoadStart, r.LoadEnd, 100*r.BackgroundBusyStart, 100*r.BackgroundBusyEnd, loadNote(r))
+	w("settings: load generator in the pod netns as UID %d, keep-alive, one request in flight per connection; %s warm-up + %s window per level;", clientUID, cfg.warmup, cfg.duration)
+	w("          %d round(s) per level, proxy and limit interleaved, medians shown; proxy --log-level=%s; reply %d bytes", cfg.rounds, cfg.logLevel, r.ReplyBytes)
+	w("")
+	w("Warm token requests: GET http://169.254.169.254%s (redirected by proxy-init)", tokenURI(warmResource))
+	w("%-5s %-6s %10s %10s %10s %10s %10s %8s", "conc", "server", "req/s", "p50", "p99", "p99.9", "cpu/req", "errors")
+	for _, l := range r.levels() {
+		w("%-5d %-6s %10.0f %10s %10s %10s %10s %8d", l.Concurrency, l.Server, l.RPS, us(l.P50), us(l.P99), us(l.P999), us(l.CPUPerRequest), l.Errors+l.Non200)
+		if l.Server == "limit" {
+			if p, ok := r.level("proxy", l.Concurrency); ok && l.RPS > 0 && l.P99 > 0 {
+				w("%-5d %-6s %10s %10s %10s %10s %10s", l.Concurrency, "ratio", fmt.Sprintf("%.1f%%", 100*p.RPS/l.RPS),
+					fmt.Sprintf("%.2fx", float64(p.P50)/float64(l.P50)), fmt.Sprintf("%.2fx", float64(p.P99)/float64(l.P99)),
+					fmt.Sprintf("%.2fx", float64(p.P999)/float64(l.P999)), fmt.Sprintf("%.2fx", float64(p.CPUPerRequest)/float64(max(l.CPUPerRequest, 1))))
+			}
+		}
+	}
+	w("(ratio row: proxy / limit; cpu/req is the server process's CPU time per reply, from /proc/<pid>/stat at 10 ms resolution)")
+	w("")
+	if len(r.Stampede) > 0 {
+		w("Cold stampede: %d simultaneous first requests (one identity, resource %s) against a freshly started proxy; Entra answers after %s",
+			r.Stampede[0].Result.N, stampedeResource, cfg.entraLatency)
+		w("%-4s %11s %-14s %7s %10s %10s %10s %14s", "run", "Entra calls", "statuses", "tokens", "p50", "p99", "max", "p99 - Entra")
+		for i, s := range r.Stampede {
+			w("%-4d %11d %-14s %7d %10s %10s %10s %14s", i+1, s.EntraCalls, statuses(s.Result), s.Result.DistinctTokens,
+				ms(s.Result.Latency.P50), ms(s.Result.Latency.P99), ms(s.Result.Latency.Max), ms(s.Result.Latency.P99-cfg.entraLatency))
+		}
+		w("")
+	}
+	w("Resources")
+	w("  proxy VmRSS idle (warm cache):   %s", mib(r.RSSIdle))
+	w("  proxy VmRSS after load:          %s (peak VmHWM %s; %s after 0.5 s idle)", mib(r.RSSAfterLoad), mib(r.RSSPeak), mib(r.RSSAfterIdle))
+	w("  limit server VmRSS after load:   %s", mib(r.LimitRSSAfterLoad))
+	w("  proxy goroutines after load:     %d (go_goroutines from /metrics)", r.Goroutines)
+	if r.Startup != nil {
+		s := r.Startup
+		w("  exec -> first 200 from /readyz:  median %s (min %s, max %s, %d runs)", ms(s.Ready.Median), ms(s.Ready.Min), ms(s.Ready.Max), s.Ready.N)
+		w("  exec -> first token served:     median %s (min %s, max %s; includes the cold Entra exchange)", ms(s.FirstToken.Median), ms(s.FirstToken.Min), ms(s.FirstToken.Max))
+	}
+	for _, s := range r.BinarySize {
+		w("  binary %-11s %s (%d bytes; CGO_ENABLED=0 -trimpath -ldflags '-s -w')", s.Name+":", mib(s.Bytes), s.Bytes)
+	}
+	w("")
+	if r.GoBenchCmd != "" {
+		w("Go benchmarks: %s (median of runs; raw output: %s)", r.GoBenchCmd, r.GoBenchFile)
+		w("%-48s %5s %12s %10s %10s", "benchmark", "runs", "ns/op", "B/op", "allocs/op")
+		for _, g := range r.GoBench {
+			w("%-48s %5d %12.0f %10.0f %10.0f", shortPkg(g.Pkg)+"."+g.Name, g.Runs, g.NsPerOp, g.BytesPerOp, g.AllocsPerOp)
+		}
+		if r.Benchstat != "" {
+			w("benchstat:")
+			b.WriteString(r.Benchstat)
+		}
+		w("")
+	}
+	w("Targets (reported, never enforced)")
+	for _, v := range r.verdicts() {
+		w("  [%-4s] %-52s %s", v.Status, v.Target, v.Value)
+	}
+	if len(r.Notes) > 0 {
+		w("")
+		w("Notes")
+		for _, n := range r.Notes {
+			w("  - %s", n)
+		}
+	}
+	w("")
+	w("Per-round detail")
+	for _, s := range r.Steady {
+		l := s.Result.Latency
+		w("  %-5s c=%-3d round %d: %8.0f req/s  n=%d  p50 %s p90 %s p99 %s p99.9 %s max %s  errors %d non-200 %d reconnects %d cpu ticks %d",
+			s.Server, s.Result.Concurrency, s.Round, s.Result.RPS, l.N, us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max),
+			s.Result.Errors, s.Result.Non200, s.Result.Reconnects, s.CPUTicks)
+	}
+	if r.Startup != nil {
+		for i, s := range r.Startup.Runs {
+			if s.Error != "" {
+				w("  start %d: error %s", i+1, s.Error)
+				continue
+			}
+			w("  start %d: ready %s after %d polls, first token %s", i+1, ms(s.Ready), s.Polls, ms(s.FirstToken))
+		}
+	}
+	return b.String()
+}
+
+func loadNote(r *Report) string {
+	if max(r.BackgroundBusyStart, r.BackgroundBusyEnd) >= 0.10 || max(r.LoadStart, r.LoadEnd) >= float64(r.Machine.NProc)/2 {
+		return " (OTHER LOAD WAS PRESENT: figures are lower bounds; ratios are fairer than absolutes)"
+	}
+	return " (machine otherwise quiet)"
+}
+
+func statuses(s loadgen.StampedeResult) string {
+	var keys []int
+	for k := range s.Status {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%dx%d", s.Status[k], k))
+	}
+	if s.Errors > 0 {
+		parts = append(parts, fmt.Sprintf("%d err", s.Errors))
+	}
+	return strings.Join(parts, " ")
+}
+
+func shortPkg(p string) string {
+	return strings.TrimPrefix(p, "github.com/imds-proxy/imds-proxy/")
+}
