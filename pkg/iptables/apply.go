@@ -2,7 +2,6 @@ package iptables
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -107,10 +106,7 @@ func Check(a Applier, rs Ruleset) error {
 		if err != nil {
 			return fmt.Errorf("listing chain %s: %w", chain, err)
 		}
-		got, want := ruleLines(lines), rs.ChainRules(chain)
-		if !slices.Equal(got, want) {
-			problems = append(problems, fmt.Sprintf("chain %s holds %q, want %q", chain, got, want))
-		}
+		problems = append(problems, diffRules(chain, ruleLines(lines), rs.ChainRules(chain))...)
 	}
 	jumps, err := listJumps(a, rs)
 	if err != nil {
@@ -124,10 +120,10 @@ func Check(a Applier, rs Ruleset) error {
 		problems = append(problems, fmt.Sprintf("chain %s has %d jumps into our chains (at positions %s), want exactly one",
 			BuiltinChain, len(jumps), positions(jumps)))
 	case jumps[0].rule != want:
-		problems = append(problems, fmt.Sprintf("the jump in chain %s is %q, want %q", BuiltinChain, jumps[0].rule, want))
+		problems = append(problems, fmt.Sprintf("the jump in chain %s is [%s], want [%s]", BuiltinChain, jumps[0].rule, want))
 	}
 	if len(jumps) > 0 && jumps[0].pos != 1 {
-		problems = append(problems, fmt.Sprintf("our jump is not first in chain %s: it is at position %d, behind %q",
+		problems = append(problems, fmt.Sprintf("our jump is not first in chain %s: it is at position %d, behind [%s]",
 			BuiltinChain, jumps[0].pos, jumps[0].first))
 	}
 	if len(problems) > 0 {
@@ -234,6 +230,23 @@ func deleteJumps(log logr.Logger, a Applier, jumps []jump) error {
 		}
 	}
 	return nil
+}
+
+// diffRules describes, one rule at a time, how the rules got of chain differ
+// from want.
+func diffRules(chain string, got, want []string) []string {
+	var out []string
+	for i := 0; i < max(len(got), len(want)); i++ {
+		switch {
+		case i >= len(got):
+			out = append(out, fmt.Sprintf("chain %s lacks rule %d [%s]", chain, i+1, want[i]))
+		case i >= len(want):
+			out = append(out, fmt.Sprintf("chain %s has an extra rule %d [%s]", chain, i+1, got[i]))
+		case got[i] != want[i]:
+			out = append(out, fmt.Sprintf("rule %d of chain %s is [%s], want [%s]", i+1, chain, got[i], want[i]))
+		}
+	}
+	return out
 }
 
 // ruleLines keeps the -A lines of an iptables -S listing.

@@ -2,7 +2,6 @@ package iptables
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 
@@ -145,13 +144,13 @@ func TestCheck(t *testing.T) {
 			"chain OUTPUT has no jump to IMDS_PROXY_OUTPUT",
 		}},
 		{"jump not first", applied(meshRule, rs.Jump.String()), []string{
-			`our jump is not first in chain OUTPUT: it is at position 2, behind "` + meshRule + `"`,
+			"our jump is not first in chain OUTPUT: it is at position 2, behind [" + meshRule + "]",
 		}},
 		{"two jumps", applied(rs.Jump.String(), rs.Jump.String()), []string{
 			"chain OUTPUT has 2 jumps into our chains (at positions 1, 2), want exactly one",
 		}},
 		{"different jump", applied("-A OUTPUT -j IMDS_PROXY_OUTPUT"), []string{
-			fmt.Sprintf("the jump in chain OUTPUT is %q, want %q", "-A OUTPUT -j IMDS_PROXY_OUTPUT", rs.Jump.String()),
+			"the jump in chain OUTPUT is [-A OUTPUT -j IMDS_PROXY_OUTPUT], want [" + rs.Jump.String() + "]",
 		}},
 	}
 	extra := applied()
@@ -161,7 +160,17 @@ func TestCheck(t *testing.T) {
 		f    *fakeApplier
 		want []string
 	}{"extra rule", extra, []string{
-		`chain IMDS_PROXY_REDIRECT holds ["` + `-A IMDS_PROXY_REDIRECT -p tcp -m comment --comment \"imds-proxy: redirect to the proxy on 127.0.0.1:8000\" -j REDIRECT --to-ports 8000" "-A IMDS_PROXY_REDIRECT -j RETURN"], want ["-A IMDS_PROXY_REDIRECT -p tcp -m comment --comment \"imds-proxy: redirect to the proxy on 127.0.0.1:8000\" -j REDIRECT --to-ports 8000"]`,
+		"chain IMDS_PROXY_REDIRECT has an extra rule 2 [-A IMDS_PROXY_REDIRECT -j RETURN]",
+	}})
+	changed := applied()
+	changed.chains[OutputChain] = changed.chains[OutputChain][1:]
+	tests = append(tests, struct {
+		name string
+		f    *fakeApplier
+		want []string
+	}{"rule missing", changed, []string{
+		"rule 1 of chain IMDS_PROXY_OUTPUT is [" + rs.Rules[1].String() + "], want [" + rs.Rules[0].String() + "]",
+		"chain IMDS_PROXY_OUTPUT lacks rule 2 [" + rs.Rules[1].String() + "]",
 	}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,113 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/imds-proxy/imds-proxy/pkg/iptables"
+)
+
+// Run executes the mode o selects: dry run, check, cleanup, or (by default)
+// apply. Errors carry their exit code.
+func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer, log logr.Logger) error {
+	rs := iptables.Plan(cfg)
+	if o.DryRun {
+		_, err := fmt.Fprintf(stdout, "# proxy-init dry run (--iptables-mode=%s): nothing was changed\n%s", o.IPTablesMode, rs)
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return withCode(ExitFailed, err)
+	}
+	backend, err := chooseBackend(ctx, log, o.IPTablesMode)
+	if err != nil {
+		return withCode(ExitFailed, err)
+	}
+	bins := backendBinaries(backend)
+	log = log.WithValues("backend", backend)
+	a, err := newApplier(log, bins.iptables, o.LockWait)
+	if err != nil {
+		return withCode(ExitFailed, err)
+	}
+
+	start := time.Now()
+	switch {
+	case o.Check:
+		err := iptables.Check(a, rs)
+		var drift *iptables.DriftError
+		if errors.As(err, &drift) {
+			return withCode(ExitNotInPlace, err)
+		}
+		if err != nil {
+			return withCode(ExitFailed, err)
+		}
+		log.Info("rules are in place and our jump is first in OUTPUT")
+		return printOwnRules(ctx, stdout, bins, rs)
+	case o.Cleanup:
+		if err := iptables.Cleanup(log, a, rs); err != nil {
+			logNat(ctx, log, bins)
+			return withCode(ExitFailed, fmt.Errorf("cleanup: %w", err))
+		}
+		log.Info("removed our rules", "duration", time.Since(start).String())
+		return nil
+	default:
+		if err := iptables.Apply(log, a, rs); err != nil {
+			logNat(ctx, log, bins)
+			return withCode(ExitFailed, fmt.Errorf("apply: %w", err))
+		}
+		log.Info("rules applied", "duration", time.Since(start).String(),
+			"proxyPort", cfg.ProxyPort, "proxyUID", cfg.ProxyUID,
+			"metadata", fmt.Sprintf("%s:%d", cfg.MetadataIP, cfg.MetadataPort))
+		return printOwnRules(ctx, stdout, bins, rs)
+	}
+}
+
+// chooseBackend resolves --iptables-mode. In auto mode it reads both
+// backends' full rulesets (without -t, which would create an empty legacy
+// table) and lets iptables.Detect decide. A backend whose dump cannot be read
+// counts as empty; if neither can be read, it fails.
+func chooseBackend(ctx context.Context, log logr.Logger, mode string) (iptables.Backend, error) {
+	switch mode {
+	case ModeNFT:
+		return iptables.BackendNFT, nil
+	case ModeLegacy:
+		return iptables.BackendLegacy, nil
+	}
+	nft, nftErr := save(ctx, backendBinaries(iptables.BackendNFT).save)
+	legacy, legacyErr := save(ctx, backendBinaries(iptables.BackendLegacy).save)
+	if nftErr != nil && legacyErr != nil {
+		return "", fmt.Errorf("detecting the iptables backend: %w", errors.Join(nftErr, legacyErr))
+	}
+	for _, err := range []error{nftErr, legacyErr} {
+		if err != nil {
+			log.Info("cannot read one backend's rules; counting it as empty", "error", err.Error())
+		}
+	}
+	backend, reason := iptables.Detect(nft, legacy)
+	log.Info("chose iptables backend", "backend", backend, "reason", reason)
+	return backend, nil
+}
+
+// printOwnRules writes our chains and jump as iptables-save prints them.
+func printOwnRules(ctx context.Context, stdout io.Writer, bins binaries, rs iptables.Ruleset) error {
+	out, err := save(ctx, bins.save, "-t", iptables.Table)
+	if err != nil {
+		return withCode(ExitFailed, err)
+	}
+	_, err = io.WriteString(stdout, iptables.OwnRules(out, rs))
+	return err
+}
+
+// logNat logs the whole nat table after a failure, for the post-mortem.
+func logNat(ctx context.Context, log logr.Logger, bins binaries) {
+	out, err := save(ctx, bins.save, "-t", iptables.Table)
+	if err != nil {
+		log.Error(err, "cannot dump the nat table after the failure")
+		return
+	}
+	log.Info("nat table after the failure", "iptablesSave", out)
+}
