@@ -1,0 +1,340 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+)
+
+const (
+	emuTenant = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	emuOIDA   = "aaaaaaaa-0000-0000-0000-00000000000a"
+	emuOIDB   = "bbbbbbbb-0000-0000-0000-00000000000b"
+	emuMIRIDB = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-b"
+)
+
+// emuEnv is the real MSAL client against the in-process Entra emulator.
+type emuEnv struct {
+	t     *testing.T
+	emu   *entraemu.Emulator
+	clock *fakeClock
+	src   *Source
+	reg   *prometheus.Registry
+	logs  *logBuffer
+	file  string
+	// secrets are every token seen, for the redaction check.
+	mu      sync.Mutex
+	secrets []string
+}
+
+func newEmuEnv(t *testing.T) *emuEnv {
+	t.Helper()
+	clock := newFakeClock()
+	emu, err := entraemu.Start(entraemu.Options{
+		Tenant:        emuTenant,
+		TokenLifetime: time.Hour,
+		Now:           clock.Now,
+		Apps: []entraemu.App{
+			{ClientID: clientA, ObjectID: emuOIDA, Federations: []entraemu.Federation{{Subject: "system:serviceaccount:default:app"}}},
+			{ClientID: clientB, ObjectID: emuOIDB, ResourceID: emuMIRIDB, Federations: []entraemu.Federation{{Subject: "system:serviceaccount:default:other"}}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	env := &emuEnv{t: t, emu: emu, clock: clock, reg: prometheus.NewRegistry(), logs: &logBuffer{},
+		file: filepath.Join(t.TempDir(), "azure-identity-token")}
+	env.rotate("app")
+	src, err := New(Config{
+		TenantID:        emuTenant,
+		AuthorityHost:   emu.AuthorityHost(),
+		TokenFile:       env.file,
+		DefaultClientID: clientA,
+	}, Deps{Logger: env.logs.logger(), Registerer: env.reg, HTTPClient: emu.HTTPClient(), Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.src = src
+	return env
+}
+
+// rotate writes a fresh projected token for service account sa, as kubelet
+// does, valid for 24 h from the fake clock.
+func (env *emuEnv) rotate(sa string) {
+	env.t.Helper()
+	tok, err := env.emu.MintServiceAccountToken("default", sa, 24*time.Hour)
+	if err != nil {
+		env.t.Fatal(err)
+	}
+	env.remember(tok)
+	// Kubelet swaps a symlink; a rename is the same atomic replacement.
+	tmp := env.file + ".tmp"
+	if err := os.WriteFile(tmp, []byte(tok), 0o600); err != nil {
+		env.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, env.file); err != nil {
+		env.t.Fatal(err)
+	}
+}
+
+func (env *emuEnv) remember(tok string) {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	env.secrets = append(env.secrets, tok)
+}
+
+func (env *emuEnv) token(req Request) (Token, error) {
+	tok, err := env.src.Token(context.Background(), req)
+	if err == nil {
+		env.remember(tok.AccessToken)
+	}
+	return tok, err
+}
+
+func (env *emuEnv) mustToken(req Request) Token {
+	env.t.Helper()
+	tok, err := env.token(req)
+	if err != nil {
+		env.t.Fatalf("Token(%+v): %v", req, err)
+	}
+	return tok
+}
+
+func (env *emuEnv) calls(clientID, scope string) int { return env.emu.TokenCalls(clientID, scope) }
+
+// TestMSALIntegration drives the real MSAL confidential client through the
+// whole life of a cached token and counts the token POSTs Entra sees.
+func TestMSALIntegration(t *testing.T) {
+	env := newEmuEnv(t)
+	ctx := context.Background()
+
+	// 200 concurrent cold requests for one identity and resource: 1 POST.
+	const n = 200
+	var wg sync.WaitGroup
+	toks := make([]Token, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			toks[i], errs[i] = env.src.Token(ctx, defaultReq(vault))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		if toks[i].AccessToken != toks[0].AccessToken {
+			t.Fatalf("request %d got a different token", i)
+		}
+	}
+	cold := toks[0]
+	env.remember(cold.AccessToken)
+	if got := env.calls(clientA, vaultSc); got != 1 {
+		t.Fatalf("cold: token POSTs = %d, want 1", got)
+	}
+	if got := env.emu.DiscoveryCalls(); got != 1 {
+		t.Errorf("cold: discovery GETs = %d, want 1", got)
+	}
+	claims, err := env.emu.VerifyAccessToken(cold.AccessToken)
+	if err != nil {
+		t.Fatalf("emulator does not recognise the token: %v", err)
+	}
+	if claims.AppID != clientA || claims.ObjectID != emuOIDA {
+		t.Errorf("token claims appid=%q oid=%q", claims.AppID, claims.ObjectID)
+	}
+	if want := t0.Add(time.Hour); !cold.ExpiresOn.Equal(want) {
+		t.Errorf("ExpiresOn = %v, want %v (JWT exp)", cold.ExpiresOn, want)
+	}
+	if cold.ClientID != clientA {
+		t.Errorf("ClientID = %q", cold.ClientID)
+	}
+
+	// Warm requests: no POST.
+	env.clock.Advance(10 * time.Minute)
+	for range 50 {
+		if tok := env.mustToken(defaultReq(vault)); tok.AccessToken != cold.AccessToken {
+			t.Fatal("warm request got a different token")
+		}
+	}
+	if got := env.emu.TotalTokenCalls(); got != 1 {
+		t.Fatalf("warm: token POSTs = %d, want 1", got)
+	}
+
+	// Half the lifetime passed: one refresh-ahead POST.
+	env.clock.Advance(20 * time.Minute)
+	env.src.Tick(ctx)
+	if got := env.calls(clientA, vaultSc); got != 2 {
+		t.Fatalf("refresh-ahead: token POSTs = %d, want 2", got)
+	}
+	refreshed := env.mustToken(defaultReq(vault))
+	if refreshed.AccessToken == cold.AccessToken || !refreshed.ExpiresOn.Equal(t0.Add(90*time.Minute)) {
+		t.Fatalf("after refresh: expires %v, same token %v", refreshed.ExpiresOn, refreshed.AccessToken == cold.AccessToken)
+	}
+	env.src.Tick(ctx) // not yet due again
+	if got := env.calls(clientA, vaultSc); got != 2 {
+		t.Fatalf("second tick: token POSTs = %d, want 2", got)
+	}
+
+	// Entra fails: the cached token is served while more than 5 min are
+	// left, then recovers.
+	env.emu.SetFault(entraemu.Fault{Status: 503})
+	env.clock.Advance(30 * time.Minute) // refreshed token at half-life: refresh fails
+	env.src.Tick(ctx)
+	if got := env.calls(clientA, vaultSc); got != 3 {
+		t.Fatalf("failed refresh: token POSTs = %d, want 3", got)
+	}
+	env.clock.Advance(21 * time.Minute) // 9 min left: below the floor
+	if tok := env.mustToken(defaultReq(vault)); tok.AccessToken != refreshed.AccessToken {
+		t.Fatal("Entra failing: did not serve the cached token")
+	}
+	if got := env.calls(clientA, vaultSc); got != 4 {
+		t.Fatalf("stale: token POSTs = %d, want 4 (one foreground attempt)", got)
+	}
+	env.emu.SetFault(entraemu.Fault{})
+	env.clock.Advance(staleRetryInterval)
+	recovered := env.mustToken(defaultReq(vault))
+	if recovered.AccessToken == refreshed.AccessToken {
+		t.Fatal("after recovery: still the old token")
+	}
+	if got := env.calls(clientA, vaultSc); got != 5 {
+		t.Fatalf("recovered: token POSTs = %d, want 5", got)
+	}
+	if got := testutil.ToFloat64(env.src.m.cacheRequests.WithLabelValues(resultStale)); got != 1 {
+		t.Errorf("stale serves = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(env.src.m.exchanges.WithLabelValues("unavailable")); got != 2 {
+		t.Errorf("unavailable exchanges = %v, want 2", got)
+	}
+
+	// Unknown client id: Identity not found with the AADSTS code.
+	_, err = env.token(Request{Identity: Selector{Kind: SelectClientID, Value: "99999999-9999-9999-9999-999999999999"}, Resource: vault})
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Reason != ReasonIdentityNotFound || xe.Code != "AADSTS700016" {
+		t.Fatalf("unknown client id: %v", err)
+	}
+
+	// Client B is federated with another service account: no match...
+	reqB := Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault}
+	_, err = env.token(reqB)
+	if !errors.As(err, &xe) || xe.Reason != ReasonIdentityNotFound || !strings.HasPrefix(xe.Code, "AADSTS70021") {
+		t.Fatalf("unfederated client id: %v", err)
+	}
+	if !strings.Contains(xe.Detail, "subject=system:serviceaccount:default:app") || !strings.Contains(xe.Detail, "issuer="+env.emu.IssuerURL()) {
+		t.Errorf("Detail = %q", xe.Detail)
+	}
+	postsB := env.calls(clientB, vaultSc)
+	if _, err := env.token(reqB); ReasonOf(err) != ReasonIdentityNotFound || env.calls(clientB, vaultSc) != postsB {
+		t.Fatalf("negative cache: %v, POSTs %d -> %d", err, postsB, env.calls(clientB, vaultSc))
+	}
+	// ...until the token file rotates to that account: picked up without a
+	// restart, the negative entry cleared.
+	env.rotate("other")
+	tokB := env.mustToken(reqB)
+	if tokB.ClientID != clientB || env.calls(clientB, vaultSc) != postsB+1 {
+		t.Fatalf("after rotation: client %q, POSTs %d", tokB.ClientID, env.calls(clientB, vaultSc))
+	}
+
+	// object_id and msi_res_id resolve from the claims of issued tokens.
+	if tok := env.mustToken(Request{Identity: Selector{Kind: SelectObjectID, Value: strings.ToUpper(emuOIDB)}, Resource: vault}); tok.ClientID != clientB {
+		t.Errorf("object_id resolved to %q", tok.ClientID)
+	}
+	if tok := env.mustToken(Request{Identity: Selector{Kind: SelectResourceID, Value: strings.ToLower(emuMIRIDB)}, Resource: vault}); tok.ClientID != clientB {
+		t.Errorf("msi_res_id resolved to %q", tok.ClientID)
+	}
+	if got := env.calls(clientB, vaultSc); got != postsB+1 {
+		t.Errorf("resolution made POSTs: %d, want %d", got, postsB+1)
+	}
+
+	// One discovery per MSAL client (A, the unknown one, B); no instance
+	// discovery (it would have failed: no route to the public cloud).
+	if got := env.emu.DiscoveryCalls(); got != 3 {
+		t.Errorf("discovery GETs = %d, want 3", got)
+	}
+
+	// Nothing secret reached the log.
+	logs := env.logs.String()
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for _, s := range env.secrets {
+		if strings.Contains(logs, s) {
+			t.Fatalf("a token appeared in the log")
+		}
+		if sig := s[strings.LastIndexByte(s, '.')+1:]; strings.Contains(logs, sig) {
+			t.Fatalf("a token signature appeared in the log")
+		}
+	}
+	if !strings.Contains(logs, "AADSTS700016") {
+		t.Error("the log lacks the AADSTS code of the failure")
+	}
+}
+
+// TestMSALIntegrationInvalidResourceAndThrottle covers the remaining
+// classification paths through real MSAL errors.
+func TestMSALIntegrationInvalidResourceAndThrottle(t *testing.T) {
+	env := newEmuEnv(t)
+	env.emu.SetInvalidResource("https://nope.example", true)
+	_, err := env.token(defaultReq("https://nope.example"))
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Reason != ReasonInvalidResource || xe.Code != "AADSTS500011" {
+		t.Fatalf("invalid resource: %v", err)
+	}
+	env.emu.SetFault(entraemu.Fault{Status: 429, RetryAfter: 90 * time.Second, Count: 1})
+	_, err = env.token(defaultReq(vault))
+	if !errors.As(err, &xe) || xe.Reason != ReasonThrottled || xe.RetryAfter != 25*time.Second {
+		t.Fatalf("throttled: %v (retry after %v)", err, xe.RetryAfter)
+	}
+	env.emu.SetFault(entraemu.Fault{Status: 200, Body: entraemu.FaultBodyGarbage, Count: 1})
+	_, err = env.token(defaultReq(vault))
+	if ReasonOf(err) != ReasonUnavailable {
+		t.Fatalf("garbage body: %v", err)
+	}
+	env.emu.SetFault(entraemu.Fault{Status: 400, Body: entraemu.FaultBodyHTML, Count: 1})
+	_, err = env.token(defaultReq(vault))
+	if ReasonOf(err) != ReasonUnavailable {
+		t.Fatalf("HTML 400: %v", err)
+	}
+	env.emu.SetFault(entraemu.Fault{DropConnection: true, Count: 1})
+	_, err = env.token(defaultReq(vault))
+	if ReasonOf(err) != ReasonUnavailable {
+		t.Fatalf("dropped connection: %v", err)
+	}
+	if _, err := env.token(defaultReq(vault)); err != nil {
+		t.Fatalf("after faults: %v", err)
+	}
+	if got := env.calls(clientA, vaultSc); got != 5 {
+		t.Errorf("token POSTs = %d, want 5", got)
+	}
+}
+
+// TestMSALTokenFileMissing: the assertion callback's error reaches the
+// caller as ReasonTokenFile naming the path.
+func TestMSALTokenFileMissing(t *testing.T) {
+	env := newEmuEnv(t)
+	if err := os.Remove(env.file); err != nil {
+		t.Fatal(err)
+	}
+	_, err := env.token(defaultReq(vault))
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Reason != ReasonTokenFile || !strings.Contains(xe.Detail, env.file) {
+		t.Fatalf("err = %v", err)
+	}
+	if got := env.emu.TotalTokenCalls(); got != 0 {
+		t.Errorf("token POSTs = %d, want 0", got)
+	}
+}
