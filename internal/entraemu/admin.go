@@ -189,7 +189,7 @@ func (e *Emulator) adminListApps(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	apps := make([]App, 0, len(e.apps))
 	for _, a := range e.apps {
-		a.Federations = append([]Federation(nil), a.Federations...)
+		a.Federations = cloneFederations(a.Federations)
 		apps = append(apps, a)
 	}
 	e.mu.Unlock()

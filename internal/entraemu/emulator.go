@@ -442,8 +442,16 @@ func (e *Emulator) App(clientID string) (App, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	a, ok := e.apps[strings.ToLower(clientID)]
-	a.Federations = append([]Federation(nil), a.Federations...)
+	a.Federations = cloneFederations(a.Federations)
 	return a, ok
+}
+
+// cloneFederations copies a federation list; the copy is never nil, so it
+// renders as [] in JSON.
+func cloneFederations(f []Federation) []Federation {
+	out := make([]Federation, len(f))
+	copy(out, f)
+	return out
 }
 
 // RemoveApp unregisters an app; its next token request gets AADSTS700016.
