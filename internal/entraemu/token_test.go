@@ -128,7 +128,11 @@ func TestTokenEndpointErrors(t *testing.T) {
 			f.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:saml2-bearer")
 			return f
 		}(), status: 401, oauth: "invalid_client", code: 7000218},
-		{name: "password grant", form: func() url.Values { f := tokenForm(testClientID, good, vaultScope); f.Set("grant_type", "password"); return f }(),
+		{name: "password grant", form: func() url.Values {
+			f := tokenForm(testClientID, good, vaultScope)
+			f.Set("grant_type", "password")
+			return f
+		}(),
 			status: 400, oauth: "unsupported_grant_type", code: 70003},
 		{name: "no client id", form: func() url.Values { f := tokenForm(testClientID, good, vaultScope); f.Del("client_id"); return f }(),
 			status: 400, oauth: "invalid_request", code: 900144, message: "The request body must contain the following parameter: 'client_id'."},
