@@ -10,9 +10,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
@@ -34,24 +35,6 @@ func (e *Env) adminURL(path string, q url.Values) string {
 }
 
 func (e *Env) startEmulator(ctx context.Context) error {
-	apps := append([]entraemu.App(nil), e.opts.Apps...)
-	if e.ClientID != "" {
-		known := false
-		for _, a := range apps {
-			known = known || strings.EqualFold(a.ClientID, e.ClientID)
-		}
-		if !known {
-			apps = append(apps, FederatedApp(e.ClientID, "", ""))
-		}
-	}
-	cfg, err := json.Marshal(apps)
-	if err != nil {
-		return err
-	}
-	appsFile := filepath.Join(e.Dir, "emulator-apps.json")
-	if err := os.WriteFile(appsFile, cfg, 0o644); err != nil {
-		return err
-	}
 	args := []string{
 		e.Bin(EmulatorBin),
 		"--tenant=" + e.Tenant,
@@ -60,14 +43,9 @@ func (e *Env) startEmulator(ctx context.Context) error {
 		"--issuer-addr=" + NodeAddr + ":" + strconv.Itoa(IssuerPort),
 		"--issuer-host=" + IssuerHost,
 		"--admin",
-		"--apps=" + appsFile,
-		"--ca-out=" + e.CAFile,
 	}
 	if e.opts.TokenLifetime > 0 {
 		args = append(args, "--token-lifetime="+e.opts.TokenLifetime.String())
-	}
-	for _, r := range e.opts.InvalidResources {
-		args = append(args, "--invalid-resource="+r)
 	}
 	logf, err := os.OpenFile(e.EmulatorLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -78,6 +56,7 @@ func (e *Env) startEmulator(ctx context.Context) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{"PATH=" + safePath}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p, err := startProcess(cmd)
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)
@@ -86,17 +65,37 @@ func (e *Env) startEmulator(ctx context.Context) error {
 	e.emu = p
 	e.mu.Unlock()
 
+	// Ready once the admin API answers; it tells the URLs and the CA.
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	var info entraemu.Info
 	err = poll(wctx, p, func() bool {
-		_, err := e.adminGet(wctx, "calls", nil)
-		return err == nil
+		b, err := e.adminDo(wctx, http.MethodGet, "info", nil, nil)
+		return err == nil && json.Unmarshal(b, &info) == nil
 	}, "emulator", e.EmulatorLog)
 	if err != nil {
 		return err
 	}
-	e.AuthorityHost = "https://" + EntraHost + "/"
-	e.IssuerURL = "http://" + IssuerHost // port 80
+	e.AuthorityHost, e.IssuerURL = info.AuthorityHost, info.IssuerURL
+	if err := os.WriteFile(e.CAFile, []byte(info.CACertPEM), 0o644); err != nil {
+		return err
+	}
+
+	apps := append([]entraemu.App(nil), e.opts.Apps...)
+	if e.ClientID != "" && !slices.ContainsFunc(apps, func(a entraemu.App) bool { return strings.EqualFold(a.ClientID, e.ClientID) }) {
+		apps = append(apps, FederatedApp(e.ClientID, "", ""))
+	}
+	for _, a := range apps {
+		if err := e.AddApp(ctx, a); err != nil {
+			return err
+		}
+	}
+	for _, r := range e.opts.InvalidResources {
+		q := url.Values{"resource": {r}, "invalid": {"true"}}
+		if _, err := e.adminDo(ctx, http.MethodPost, "invalid-resources", q, nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -123,29 +122,53 @@ func (e *Env) adminDo(ctx context.Context, method, path string, q url.Values, bo
 	return b, nil
 }
 
-func (e *Env) adminGet(ctx context.Context, path string, q url.Values) ([]byte, error) {
-	return e.adminDo(ctx, http.MethodGet, path, q, nil)
+// AddApp registers (or replaces) an app in the emulated tenant; see
+// FederatedApp.
+func (e *Env) AddApp(ctx context.Context, a entraemu.App) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	_, err = e.adminDo(ctx, http.MethodPost, "apps", nil, b)
+	return err
+}
+
+// RemoveFederations deletes every federated credential of an app: its next
+// exchange fails with AADSTS70021.
+func (e *Env) RemoveFederations(ctx context.Context, clientID string) error {
+	_, err := e.adminDo(ctx, http.MethodDelete, "apps/"+url.PathEscape(clientID)+"/federations", nil, nil)
+	return err
 }
 
 // Calls returns how many token POSTs the emulator received for clientID
 // (case-insensitive) and scope (e.g. "https://vault.azure.net/.default",
 // without the OIDC scopes MSAL adds), failed and faulted ones included.
 func (e *Env) Calls(ctx context.Context, clientID, scope string) (int, error) {
-	b, err := e.adminGet(ctx, "calls", nil)
+	stats, err := e.CallStats(ctx, clientID, scope)
+	return stats.Calls, err
+}
+
+// CallStats is the emulator's counters: Calls for the asked (client id,
+// scope), Total token POSTs, Discovery GETs of the tenant's
+// openid-configuration, and ByIdentity, every non-zero token counter.
+type CallStats struct {
+	Calls      int                  `json:"calls"`
+	Total      int                  `json:"total"`
+	Discovery  int                  `json:"discovery"`
+	ByIdentity []entraemu.CallCount `json:"by_identity"`
+}
+
+// CallStats returns the emulator's counters, Calls for clientID and scope.
+func (e *Env) CallStats(ctx context.Context, clientID, scope string) (CallStats, error) {
+	var stats CallStats
+	b, err := e.adminDo(ctx, http.MethodGet, "calls", url.Values{"client_id": {clientID}, "scope": {scope}}, nil)
 	if err != nil {
-		return 0, err
+		return stats, err
 	}
-	var counts []entraemu.CallCount
-	if err := json.Unmarshal(b, &counts); err != nil {
-		return 0, fmt.Errorf("emulator calls: %w", err)
+	if err := json.Unmarshal(b, &stats); err != nil {
+		return stats, fmt.Errorf("emulator calls: %w", err)
 	}
-	n := 0
-	for _, c := range counts {
-		if strings.EqualFold(c.ClientID, clientID) && c.Scope == scope {
-			n += c.Calls
-		}
-	}
-	return n, nil
+	return stats, nil
 }
 
 // SetFault injects f into the emulator's token endpoint (see
@@ -159,21 +182,26 @@ func (e *Env) SetFault(ctx context.Context, f entraemu.Fault) error {
 	return err
 }
 
-// MintAndWriteToken has the emulator's issuer mint a fresh projected
-// service-account token for the pod's service account and writes it to
-// TokenFile the way kubelet rotates it (a new file renamed over the old
-// one). The token is never logged.
-func (e *Env) MintAndWriteToken(ctx context.Context, lifetime time.Duration) error {
-	q := url.Values{"namespace": {Namespace}, "service_account": {ServiceAccount}, "lifetime": {lifetime.String()}}
-	tok, err := e.adminDo(ctx, http.MethodPost, "mint", q, nil)
+// MintToken has the emulator's cluster issuer mint a projected
+// service-account token (audience api://AzureADTokenExchange) for
+// namespace/serviceAccount.
+func (e *Env) MintToken(ctx context.Context, namespace, serviceAccount string, lifetime time.Duration) (string, error) {
+	q := url.Values{"namespace": {namespace}, "sa": {serviceAccount}, "lifetime": {lifetime.String()}}
+	tok, err := e.adminDo(ctx, http.MethodPost, "token", q, nil)
+	return string(bytes.TrimSpace(tok)), err
+}
+
+// MintAndWriteToken mints a token for namespace/serviceAccount and writes
+// it to TokenFile the way kubelet rotates it: a new file renamed over the
+// old one. The pod's own account is Namespace/ServiceAccount. The token is
+// never logged.
+func (e *Env) MintAndWriteToken(ctx context.Context, namespace, serviceAccount string, lifetime time.Duration) error {
+	tok, err := e.MintToken(ctx, namespace, serviceAccount, lifetime)
 	if err != nil {
 		return err
 	}
 	tmp := e.TokenFile + ".new"
-	if err := os.WriteFile(tmp, bytes.TrimSpace(tok), 0o644); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(tok), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, e.TokenFile)

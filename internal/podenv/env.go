@@ -1,7 +1,10 @@
 package podenv
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -283,7 +286,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := os.MkdirAll(filepath.Dir(e.TokenFile), 0o755); err != nil {
 		return nil, err
 	}
-	if err := e.MintAndWriteToken(ctx, opts.SATokenLifetime); err != nil {
+	if err := e.MintAndWriteToken(ctx, Namespace, ServiceAccount, opts.SATokenLifetime); err != nil {
 		return nil, err
 	}
 	if !opts.SkipInit {
@@ -386,6 +389,9 @@ func (e *Env) StartProxy(ctx context.Context) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = e.ProxyEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C at the terminal reaches us, and we
+	// stop the proxy in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p, err := startProcess(cmd)
 	if err != nil {
 		return fmt.Errorf("start proxy: %w", err)
@@ -558,4 +564,24 @@ func (e *Env) Close() error {
 	e.closeErr = errors.Join(errs...)
 	e.mu.Unlock()
 	return e.closeErr
+}
+
+// DecodeClaims returns the claims of a JWT (no signature check): the
+// sandbox prints them and tests compare them with what was asked.
+func DecodeClaims(jwt string) (map[string]any, error) {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("not a JWT: %d segments", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, fmt.Errorf("JWT payload: %w", err)
+	}
+	var claims map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&claims); err != nil {
+		return nil, fmt.Errorf("JWT payload: %w", err)
+	}
+	return claims, nil
 }
