@@ -166,7 +166,8 @@ func stats(ds []time.Duration) StartupStats {
 func startup(ctx context.Context, args []string) (any, error) {
 	fs := flag.NewFlagSet("startup", flag.ExitOnError)
 	runs := fs.Int("runs", 7, "proxy starts to measure")
-	port := fs.Int("port", 18200, "loopback port the proxy is told to use (--proxy-port is appended)")
+	port := fs.Int("port", 18200, "loopback port the proxy is told to use")
+	portArg := fs.String("port-arg", "--proxy-port=%d", "argument appended to the command to set its port (a fmt format)")
 	uid := fs.Int("uid", 1501, "UID (and GID) to run the proxy as; -1 keeps ours")
 	uri := fs.String("uri", DefaultURI, "token request target")
 	poll := fs.Duration("poll", 50*time.Microsecond, "pause between /readyz attempts")
@@ -180,7 +181,7 @@ func startup(ctx context.Context, args []string) (any, error) {
 	res := StartupResult{}
 	var ready, token []time.Duration
 	for i := 0; i < *runs && ctx.Err() == nil; i++ {
-		r := startOnce(ctx, argv, *port, *uid, addr, *uri, *poll, *timeout)
+		r := startOnce(ctx, append(slices.Clone(argv), fmt.Sprintf(*portArg, *port)), *uid, addr, *uri, *poll, *timeout)
 		res.Runs = append(res.Runs, r)
 		if r.Error == "" {
 			ready = append(ready, r.Ready)
@@ -195,7 +196,7 @@ func startup(ctx context.Context, args []string) (any, error) {
 	return res, nil
 }
 
-func startOnce(ctx context.Context, argv []string, port, uid int, addr, uri string, poll, timeout time.Duration) StartupRun {
+func startOnce(ctx context.Context, argv []string, uid int, addr, uri string, poll, timeout time.Duration) StartupRun {
 	var run StartupRun
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -205,7 +206,7 @@ func startOnce(ctx context.Context, argv []string, port, uid int, addr, uri stri
 		run.Error = addr + " is already in use"
 		return run
 	}
-	cmd := exec.Command(argv[0], append(slices.Clone(argv[1:]), fmt.Sprintf("--proxy-port=%d", port))...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = os.Environ()
 	var stderr strings.Builder
 	cmd.Stdout = &stderr
