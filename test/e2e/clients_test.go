@@ -490,7 +490,10 @@ func testAzureCLI(t *testing.T, env *podenv.Env) {
 		"--endpoint-active-directory-graph-resource-id", "https://graph.windows.net/")
 	run("cloud", "set", "-n", "Emulator")
 
-	login := func(t *testing.T, id clientIdentity, want map[string]int, args ...string) {
+	// login runs `az login --identity` with args and checks the account it
+	// records (info is how the CLI names the identity: MSI, MSIClient-<id>,
+	// MSIObject-<id> or MSIResource-<id>) and the requests it made.
+	login := func(t *testing.T, id clientIdentity, info string, want map[string]int, args ...string) {
 		t.Helper()
 		before := proxyTokenRequests(t, env)
 		out := run(append([]string{"login", "--identity", "--allow-no-subscriptions"}, args...)...)
@@ -507,8 +510,8 @@ func testAzureCLI(t *testing.T, env *podenv.Env) {
 		if len(args) > 0 {
 			wantUser = "userAssignedIdentity"
 		}
-		if a.EnvironmentName != "Emulator" || a.TenantID != env.Tenant || !a.IsDefault || a.User.Name != wantUser || a.User.Type != "servicePrincipal" || a.User.AssignedIdentityInfo == "" {
-			t.Errorf("az login account = %+v, want the Emulator cloud, tenant %s, %s, servicePrincipal", a, env.Tenant, wantUser)
+		if a.EnvironmentName != "Emulator" || a.TenantID != env.Tenant || !a.IsDefault || a.User.Name != wantUser || a.User.Type != "servicePrincipal" || a.User.AssignedIdentityInfo != info {
+			t.Errorf("az login account = %+v, want the Emulator cloud, tenant %s, default, %s, servicePrincipal, %s", a, env.Tenant, wantUser, info)
 		}
 		if n := podenvtest.Calls(t, env, id.clientID, entraScope(loginResource)); n != 1 {
 			t.Errorf("emulator token calls for %s %q = %d, want 1", id.clientID, entraScope(loginResource), n)
@@ -557,19 +560,19 @@ func testAzureCLI(t *testing.T, env *podenv.Env) {
 	t.Run("system-assigned", func(t *testing.T) {
 		// One IMDS request: the same credential object then lists the
 		// subscriptions on the emulator's Resource Manager.
-		login(t, podIdentity, map[string]int{"200": 1})
+		login(t, podIdentity, "MSI", map[string]int{"200": 1})
 		getToken(t, podIdentity, "https://vault.azure.net")
 	})
 	t.Run("user-assigned-object-id", func(t *testing.T) {
 		// `-u <object id>`: the CLI first tries it as client_id, which must
 		// fail with 400 Bad Request for it to retry as object_id.
-		login(t, podIdentity, map[string]int{"400": 1, "200": 1}, "-u", podIdentity.objectID)
+		login(t, podIdentity, "MSIObject-"+podIdentity.objectID, map[string]int{"400": 1, "200": 1}, "-u", podIdentity.objectID)
 		getToken(t, podIdentity, "api://imds-e2e/az-object-id")
 	})
 	t.Run("user-assigned-resource-id", func(t *testing.T) {
 		// A resource id is sent as msi_res_id. The login token for the pod
 		// identity is already in the proxy's cache: no Entra call.
-		login(t, podIdentity, map[string]int{"200": 1}, "-u", podIdentity.resourceID)
+		login(t, podIdentity, "MSIResource-"+podIdentity.resourceID, map[string]int{"200": 1}, "-u", podIdentity.resourceID)
 		getToken(t, podIdentity, "api://imds-e2e/az-resource-id")
 	})
 }
