@@ -494,8 +494,8 @@ func (e *Env) ProbeCommand(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 // PodCommand returns argv run inside the pod namespace as uid (0 for root),
-// with a clean environment: PATH, HOME (a directory of the environment
-// owned by uid), LANG=C.UTF-8, then env. No AZURE_* variable is set, so SDK
+// in HOME (a directory of the environment owned by uid) with a clean
+// environment: PATH, HOME, LANG=C.UTF-8, then env. No AZURE_* variable is set, so SDK
 // clients really use IMDS. Its pid is argv's own (ip netns exec and setpriv
 // exec in place), so exec.CommandContext's kill reaches it.
 func (e *Env) PodCommand(ctx context.Context, uid int, env []string, argv ...string) *exec.Cmd {
@@ -506,6 +506,7 @@ func (e *Env) PodCommand(ctx context.Context, uid int, env []string, argv ...str
 		home = "/nonexistent"
 	}
 	cmd.Env = append([]string{"PATH=" + safePath, "HOME=" + home, "LANG=C.UTF-8"}, env...)
+	cmd.Dir = home
 	return cmd
 }
 
