@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -759,5 +760,50 @@ func TestLocalBuildUsesImageEnv(t *testing.T) {
 		if regexp.MustCompile(`(^|[^A-Za-z0-9_$])` + regexp.QuoteMeta(env[k]) + `([^A-Za-z0-9_-]|$)`).MatchString(code) {
 			t.Errorf("images-local.sh spells out %s=%s; take it from build/image.env", k, env[k])
 		}
+	}
+}
+
+// TestBinaryDefaults: the defaults the binaries print in --help are the ones
+// build/image.env and the manifests use, so the webhook's shape (no PROXY_UID
+// on azwi-proxy-init, no runAsUser on azwi-proxy) keeps working.
+func TestBinaryDefaults(t *testing.T) {
+	env := imageEnv(t)
+	cases := []struct {
+		pkg   string
+		flags map[string]string // flag -> default wanted
+	}{
+		{"./cmd/init", map[string]string{"proxy-uid": initDefaultUID, "proxy-port": env["PROXY_PORT"]}},
+		{"./cmd/proxy", map[string]string{"proxy-port": env["PROXY_PORT"]}},
+	}
+	if initDefaultUID != env["PROXY_UID"] {
+		t.Errorf("initDefaultUID %s != build/image.env PROXY_UID %s", initDefaultUID, env["PROXY_UID"])
+	}
+	for _, tc := range cases {
+		t.Run(strings.TrimPrefix(tc.pkg, "./"), func(t *testing.T) {
+			if m, _ := filepath.Glob(filepath.Join("..", tc.pkg, "*.go")); len(m) == 0 {
+				t.Skipf("%s has no Go files yet", tc.pkg)
+			}
+			bin := filepath.Join(t.TempDir(), "bin")
+			build := exec.Command("go", "build", "-o", bin, tc.pkg)
+			build.Dir = ".."
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("go build %s: %v\n%s", tc.pkg, err, out)
+			}
+			out, err := exec.Command(bin, "--help").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s --help: %v\n%s", tc.pkg, err, out)
+			}
+			for flag, want := range tc.flags {
+				re := regexp.MustCompile(`(?m)^\s+--` + regexp.QuoteMeta(flag) + `\b.*\(default "?([^")]*)"?\)\s*$`)
+				m := re.FindSubmatch(out)
+				if m == nil {
+					t.Errorf("%s --help shows no default for --%s:\n%s", tc.pkg, flag, out)
+					continue
+				}
+				if got := string(m[1]); got != want {
+					t.Errorf("%s --%s default %q, want %q", tc.pkg, flag, got, want)
+				}
+			}
+		})
 	}
 }
