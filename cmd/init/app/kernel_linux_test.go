@@ -1,0 +1,250 @@
+package app
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imds-proxy/imds-proxy/pkg/iptables"
+)
+
+// The tests in this file run proxy-init against the real kernel in network
+// namespaces they create, and check where real connections end up.
+
+const (
+	imds    = metadataIP + ":80"
+	imds443 = metadataIP + ":443"
+	proxy   = "127.0.0.1:8000"
+	mesh    = "127.0.0.1:15001"
+
+	// foreignRule is somebody else's rule that must survive everything we do.
+	foreignRule = "-A OUTPUT -p tcp -m tcp --dport 9999 -j RETURN"
+	// meshRule is a service mesh's catch-all capture, as iptables lists it.
+	meshRule = "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001"
+)
+
+// wantRules is what proxy-init prints on success with the default config.
+func wantRules() string {
+	rs := iptables.Plan(iptables.Config{ProxyPort: 8000, ProxyUID: 1501, MetadataIP: iptables.DefaultMetadataIP, MetadataPort: 80})
+	return "*nat\n:IMDS_PROXY_OUTPUT - [0:0]\n:IMDS_PROXY_REDIRECT - [0:0]\n" + rs.Jump.String() + "\n" +
+		rs.Rules[0].String() + "\n" + rs.Rules[1].String() + "\n" + rs.Rules[2].String() + "\nCOMMIT\n"
+}
+
+// outputRules returns the -A lines of the nat OUTPUT chain in a save dump.
+func outputRules(save string) []string {
+	var out []string
+	for _, l := range strings.Split(save, "\n") {
+		if strings.HasPrefix(l, "-A OUTPUT ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestKernelApplyCheckCleanup(t *testing.T) {
+	for _, backend := range []string{"nft", "legacy"} {
+		t.Run(backend, func(t *testing.T) {
+			n := newNetns(t)
+			mode := "--iptables-mode=" + backend
+			n.iptables(t, backend, strings.Fields(strings.Replace(foreignRule, "-A OUTPUT", "-t nat -A OUTPUT", 1))...)
+			n.listen(t, proxy, "PROXY")
+			n.listen(t, imds, "IMDS")
+			n.listen(t, imds443, "IMDS-443")
+
+			// Without rules everyone reaches the metadata address itself, so
+			// the assertions below can tell the redirect apart.
+			n.expectRoutes(t, []route{{0, imds, "IMDS"}, {1000, imds, "IMDS"}})
+			before := n.save(t, backend, "-t", "nat")
+
+			r := n.mustProxyInit(t, ExitNotInPlace, mode, "--check")
+			if !strings.Contains(r.stderr, "chain IMDS_PROXY_OUTPUT does not exist; chain IMDS_PROXY_REDIRECT does not exist; chain OUTPUT has no jump to IMDS_PROXY_OUTPUT") {
+				t.Errorf("--check before apply did not say what is missing:\n%s", r.stderr)
+			}
+
+			r = n.mustProxyInit(t, ExitOK, mode)
+			if r.stdout != wantRules() {
+				t.Errorf("apply printed:\n%s\nwant:\n%s", r.stdout, wantRules())
+			}
+			n.expectRoutes(t, []route{
+				{0, imds, "PROXY"},
+				{1000, imds, "PROXY"},
+				{1501, imds, "IMDS"},
+				{0, imds443, "IMDS-443"},
+				{1501, imds443, "IMDS-443"},
+				{0, proxy, "PROXY"},
+			})
+			once := n.save(t, backend, "-t", "nat")
+			if got := outputRules(once); len(got) != 2 || got[1] != foreignRule || !strings.Contains(got[0], "-j IMDS_PROXY_OUTPUT") {
+				t.Errorf("OUTPUT after apply = %q, want our jump then %q", got, foreignRule)
+			}
+
+			n.mustProxyInit(t, ExitOK, mode)
+			if twice := n.save(t, backend, "-t", "nat"); twice != once {
+				t.Errorf("second apply changed the ruleset:\n%s\nafter one apply:\n%s", twice, once)
+			}
+			other := map[string]string{"nft": "legacy", "legacy": "nft"}[backend]
+			if s := n.save(t, other); strings.Contains(s, "IMDS_PROXY") {
+				t.Errorf("the %s backend holds our rules:\n%s", other, s)
+			}
+			n.mustProxyInit(t, ExitOK, mode, "--check")
+
+			n.mustProxyInit(t, ExitOK, mode, "--cleanup")
+			if after := n.save(t, backend, "-t", "nat"); after != before {
+				t.Errorf("cleanup left:\n%s\nbefore apply:\n%s", after, before)
+			}
+			n.mustProxyInit(t, ExitNotInPlace, mode, "--check")
+			n.mustProxyInit(t, ExitOK, mode, "--cleanup")
+			if after := n.save(t, backend, "-t", "nat"); after != before {
+				t.Errorf("second cleanup changed:\n%s\nbefore apply:\n%s", after, before)
+			}
+			n.expectRoutes(t, []route{{0, imds, "IMDS"}, {1000, imds, "IMDS"}})
+		})
+	}
+}
+
+func TestKernelCheckAndApplyWhenJumpIsNotFirst(t *testing.T) {
+	n := newNetns(t)
+	n.listen(t, proxy, "PROXY")
+	n.listen(t, imds, "IMDS")
+	n.mustProxyInit(t, ExitOK)
+	// Another tool inserts a rule in front of ours; it returns IMDS traffic
+	// from OUTPUT before our jump sees it.
+	n.iptables(t, "nft", "-t", "nat", "-I", "OUTPUT", "1", "-p", "tcp", "-d", metadataIP, "-j", "RETURN")
+	n.expectRoutes(t, []route{{0, imds, "IMDS"}})
+
+	termLog := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(termLog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := n.mustProxyInit(t, ExitNotInPlace, "--check", "--termination-log="+termLog)
+	const why = "our jump is not first in chain OUTPUT: it is at position 2, behind [-A OUTPUT -d 169.254.169.254/32 -p tcp -j RETURN]"
+	if !strings.Contains(r.stderr, why) {
+		t.Errorf("--check did not explain the order:\n%s", r.stderr)
+	}
+	got, err := os.ReadFile(termLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "proxy-init: rules are not in place: " + why + "\n"; string(got) != want {
+		t.Errorf("termination log = %q, want %q", got, want)
+	}
+
+	n.mustProxyInit(t, ExitOK)
+	rules := outputRules(n.save(t, "nft", "-t", "nat"))
+	if len(rules) != 2 || !strings.Contains(rules[0], "-j IMDS_PROXY_OUTPUT") || rules[1] != "-A OUTPUT -d 169.254.169.254/32 -p tcp -j RETURN" {
+		t.Errorf("OUTPUT after re-apply = %q, want our jump first and the other rule kept", rules)
+	}
+	n.mustProxyInit(t, ExitOK, "--check")
+	n.expectRoutes(t, []route{{0, imds, "PROXY"}, {1501, imds, "IMDS"}})
+}
+
+func TestKernelMeshCatchAllDoesNotTakeIMDSTraffic(t *testing.T) {
+	n := newNetns(t)
+	n.listen(t, proxy, "PROXY")
+	n.listen(t, mesh, "MESH")
+	n.listen(t, imds, "IMDS")
+	n.listen(t, imds443, "IMDS-443")
+	n.iptables(t, "nft", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001")
+	n.expectRoutes(t, []route{{0, imds, "MESH"}})
+
+	n.mustProxyInit(t, ExitOK)
+	// A mesh that appends its capture again after us changes nothing either.
+	n.iptables(t, "nft", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001")
+	n.expectRoutes(t, []route{
+		{0, imds, "PROXY"},
+		{1000, imds, "PROXY"},
+		{0, imds443, "MESH"},
+		// The proxy's own traffic leaves our chain and meets the mesh, as
+		// any other traffic of that UID would.
+		{1501, imds, "MESH"},
+	})
+	rules := outputRules(n.save(t, "nft", "-t", "nat"))
+	if len(rules) != 3 || rules[1] != meshRule || rules[2] != meshRule {
+		t.Errorf("OUTPUT = %q, want our jump and both mesh rules", rules)
+	}
+	n.mustProxyInit(t, ExitOK, "--check")
+}
+
+func TestKernelAutoModeFollowsExistingRules(t *testing.T) {
+	t.Run("legacy rules present", func(t *testing.T) {
+		n := newNetns(t)
+		n.listen(t, proxy, "PROXY")
+		n.listen(t, imds, "IMDS")
+		n.iptables(t, "legacy", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "9999", "-j", "RETURN")
+
+		r := n.mustProxyInit(t, ExitOK)
+		if !strings.Contains(r.stderr, `"msg":"chose iptables backend","logger":"proxy-init","backend":"legacy"`) {
+			t.Errorf("auto mode did not choose legacy:\n%s", r.stderr)
+		}
+		if r.stdout != wantRules() {
+			t.Errorf("apply printed:\n%s\nwant:\n%s", r.stdout, wantRules())
+		}
+		once := n.save(t, "legacy", "-t", "nat")
+		if !strings.Contains(once, ":IMDS_PROXY_OUTPUT") {
+			t.Errorf("legacy holds no rules of ours:\n%s", once)
+		}
+		if s := n.save(t, "nft"); strings.Contains(s, "IMDS_PROXY") {
+			t.Errorf("nft holds our rules:\n%s", s)
+		}
+		n.expectRoutes(t, []route{{0, imds, "PROXY"}, {1501, imds, "IMDS"}})
+
+		// A rerun must not flip backends.
+		r = n.mustProxyInit(t, ExitOK)
+		if !strings.Contains(r.stderr, `"backend":"legacy"`) {
+			t.Errorf("rerun did not stay on legacy:\n%s", r.stderr)
+		}
+		if twice := n.save(t, "legacy", "-t", "nat"); twice != once {
+			t.Errorf("second apply changed the ruleset:\n%s\nwant:\n%s", twice, once)
+		}
+		n.mustProxyInit(t, ExitOK, "--check")
+		n.mustProxyInit(t, ExitOK, "--cleanup")
+		if s := n.save(t, "legacy", "-t", "nat"); strings.Contains(s, "IMDS_PROXY") || len(outputRules(s)) != 1 {
+			t.Errorf("legacy after cleanup:\n%s", s)
+		}
+	})
+	t.Run("fresh namespace", func(t *testing.T) {
+		n := newNetns(t)
+		r := n.mustProxyInit(t, ExitOK)
+		if !strings.Contains(r.stderr, `"backend":"nft","reason":"nft holds 0 rules in 0 chains of its own, legacy 0 rules in 0; neither holds rules, using nft"`) {
+			t.Errorf("auto mode in a fresh namespace did not choose nft:\n%s", r.stderr)
+		}
+		if s := n.save(t, "legacy"); strings.Contains(s, "IMDS_PROXY") {
+			t.Errorf("legacy holds our rules:\n%s", s)
+		}
+		n.mustProxyInit(t, ExitOK, "--cleanup")
+		if s := n.save(t, "nft", "-t", "nat"); strings.Contains(s, "IMDS_PROXY") || len(outputRules(s)) != 0 {
+			t.Errorf("nft after cleanup:\n%s", s)
+		}
+	})
+}
+
+func TestKernelFailureExitsNonZeroAndSaysWhy(t *testing.T) {
+	n := newNetns(t)
+	n.mustProxyInit(t, ExitOK)
+	// Somebody else's chain jumps into ours, so our chain cannot be deleted.
+	n.iptables(t, "nft", "-t", "nat", "-N", "OTHER")
+	n.iptables(t, "nft", "-t", "nat", "-A", "OTHER", "-j", "IMDS_PROXY_REDIRECT")
+
+	termLog := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(termLog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := n.mustProxyInit(t, ExitFailed, "--cleanup", "--termination-log="+termLog)
+	for _, want := range []string{
+		`cleanup: deleting chain IMDS_PROXY_REDIRECT: running [`, // the command line
+		`-t nat -X IMDS_PROXY_REDIRECT`,
+		`"msg":"nat table after the failure"`,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	got, err := os.ReadFile(termLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(got), "proxy-init: cleanup: deleting chain IMDS_PROXY_REDIRECT: running [") || strings.Count(string(got), "\n") != 1 {
+		t.Errorf("termination log = %q", got)
+	}
+}
