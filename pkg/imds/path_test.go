@@ -1,0 +1,201 @@
+package imds
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNormalizePath(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		raw  string
+		want string
+		ok   bool
+	}{
+		{"/metadata/identity/oauth2/token", "/metadata/identity/oauth2/token", true},
+		{"/Metadata/Identity/OAuth2/Token", "/metadata/identity/oauth2/token", true},
+		{"/metadata/identity/oauth2/token/", "/metadata/identity/oauth2/token/", true},
+		{`/metadata/identity\oauth2\token`, "/metadata/identity/oauth2/token", true},
+		{`/metadata\identity\oauth2\token\`, "/metadata/identity/oauth2/token/", true},
+		{"/metadata/identity%5Coauth2%5ctoken", "/metadata/identity/oauth2/token", true},
+		{"/metadata/identity%2Foauth2%2ftoken", "/metadata/identity/oauth2/token", true},
+		{"/metadata/identity%252Foauth2%252Ftoken", "/metadata/identity/oauth2/token", true},
+		{"/metadata/identity%25255Coauth2/token", "/metadata/identity/oauth2/token", true},
+		{"//metadata//identity///oauth2/token", "/metadata/identity/oauth2/token", true},
+		{"/metadata/./identity/oauth2/./token", "/metadata/identity/oauth2/token", true},
+		{"/metadata/instance/../identity/oauth2/token", "/metadata/identity/oauth2/token", true},
+		{"/metadata/instance/%2e%2e/identity/oauth2/token", "/metadata/identity/oauth2/token", true},
+		{"/metadata/instance/%2E%2E%5Cidentity/oauth2/token", "/metadata/identity/oauth2/token", true},
+		{"/../../../metadata/identity/oauth2/token", "/metadata/identity/oauth2/token", true},
+		{"/metadata/identity/oauth2/token/.", "/metadata/identity/oauth2/token/", true},
+		{"/metadata/identity/oauth2/token/..", "/metadata/identity/oauth2/", true},
+		{"/%6d%65%74%61%64%61%74%61/identity/oauth2/token", "/metadata/identity/oauth2/token", true},
+		{"", "/", true},
+		{"/", "/", true},
+		{"//", "/", true},
+		{"..", "/", true},
+		{"metadata/identity", "/metadata/identity", true},
+		{"/a%zzb", "/a%zzb", true},
+		{"/a%", "/a%", true},
+		{"/a%2", "/a%2", true},
+		{"/a%00b", "/a\x00b", true},
+		{"/metadata/identity/oauth2/token;x=1", "/metadata/identity/oauth2/token;x=1", true},
+		{"/metadata/instance/compute/azEnvironment", "/metadata/instance/compute/azenvironment", true},
+		// Nine levels of %25 never become stable within the round cap.
+		{"/metadata/identity" + strings.Repeat("%25", 0) + "%2525252525252525252F", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := NormalizePath(tt.raw)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("NormalizePath(%q) = %q, %v; want %q, %v", tt.raw, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		target string
+		want   routeClass
+	}{
+		{"/metadata/identity/oauth2/token", routeToken},
+		{"/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x", routeToken},
+		{"/metadata/identity/oauth2/token/", routeToken},
+		{"/METADATA/identity/oauth2/token", routeToken},
+		{"/MetaData/identity/oauth2/token/?resource=x", routeToken},
+		{"/metadata/identity/oauth2/token//", routeIdentityOther},
+		{"/metadata/Identity/oauth2/token", routeIdentityOther},
+		{"/metadata/identity/OAuth2/token", routeIdentityOther},
+		{"/metadata/identity/oauth2/TOKEN", routeIdentityOther},
+		{`/metadata/identity\oauth2\token`, routeIdentityOther},
+		{`/metadata/identity\oauth2\token/`, routeIdentityOther},
+		{"/metadata/identity%5Coauth2%5Ctoken", routeIdentityOther},
+		{"/metadata/identity/oauth2%2Ftoken", routeIdentityOther},
+		{"/metadata/identity/oauth2%252Ftoken", routeIdentityOther},
+		{"/metadata//identity/oauth2/token", routeIdentityOther},
+		{"//metadata/identity/oauth2/token", routeIdentityOther},
+		{"/metadata/./identity/oauth2/token", routeIdentityOther},
+		{"/metadata/instance/../identity/oauth2/token", routeIdentityOther},
+		{"/metadata/instance/%2e%2e/identity/oauth2/token", routeIdentityOther},
+		{"/%6detadata/identity/oauth2/token", routeIdentityOther},
+		{"/metadata/identity/oauth2/token;.js", routeIdentityOther},
+		{"/metadata/identity/oauth2/token%00", routeIdentityOther},
+		{"/metadata/identity", routeIdentityOther},
+		{"/metadata/identity/", routeIdentityOther},
+		{"/metadata/identityx", routeIdentityOther},
+		{"/metadata/identity/oauth2", routeIdentityOther},
+		{"/metadata/identity/info", routeIdentityInfo},
+		{"/Metadata/identity/info?api-version=2018-02-01", routeIdentityInfo},
+		{"/metadata/identity/info/", routeIdentityOther},
+		{"/metadata/identity/INFO", routeIdentityOther},
+		{"/metadata/instance", routePassthrough},
+		{"/metadata/instance?api-version=2021-02-01", routePassthrough},
+		{"/metadata/instance/compute/azEnvironment?format=text", routePassthrough},
+		{"/Metadata/instance/compute", routePassthrough},
+		{"/metadata/versions", routePassthrough},
+		{"/metadata/attested/document", routePassthrough},
+		{"/metadata/scheduledevents", routePassthrough},
+		{"/metadata/loadbalancer", routePassthrough},
+		{"/metadata/instance//compute", routeBadPath},
+		{"/metadata/instance/./compute", routeBadPath},
+		{`/metadata/instance\compute`, routeBadPath},
+		{"/metadata/instance%2Fcompute", routeBadPath},
+		{"/metadata/%69nstance", routeBadPath},
+		{"/metadata/instancex", routeNotFound},
+		{"/metadata", routeNotFound},
+		{"/metadata/", routeNotFound},
+		{"/metadata/foo", routeNotFound},
+		{"/", routeNotFound},
+		{"/readyz", routeReadyz},
+		{"/readyz?x=1", routeReadyz},
+		{"/healthz", routeHealthz},
+		{"/metrics", routeMetrics},
+		{"/quitquitquit", routeQuit},
+		{"/Readyz", routeNotFound},
+		{"/readyz/", routeNotFound},
+		{"http://169.254.169.254/metadata/identity/oauth2/token", routeBadTarget},
+		{"HTTP://169.254.169.254/metadata/instance", routeBadTarget},
+		{"169.254.169.254:80", routeBadTarget},
+		{"*", routeBadTarget},
+		{"", routeBadTarget},
+		{"/metadata/identity" + strings.Repeat("/x", maxPathLength), routeBadPath},
+		{"/metadata/identity%2525252525252525252F", routeBadPath},
+	}
+	for _, tt := range tests {
+		if got := classify(tt.target); got != tt.want {
+			t.Errorf("classify(%q) = %v; want %v", tt.target, got, tt.want)
+		}
+	}
+}
+
+// FuzzNormalizePath checks the invariants the router relies on: the result
+// is stable (normalising it again changes nothing), lower-case, starts with
+// "/", has no backslash, repeated slash or dot segment; and no spelling
+// other than the allowed ones reaches the token or passthrough routes.
+func FuzzNormalizePath(f *testing.F) {
+	for _, s := range []string{
+		"/metadata/identity/oauth2/token", `/metadata/identity\oauth2\token`, "/metadata/identity%2Foauth2%2Ftoken",
+		"/metadata/identity%252Foauth2%252Ftoken", "//metadata/./identity/../identity/oauth2/token/", "/metadata/instance/compute",
+		"/%2e%2e/%2E%2E/", "/a%zz%", "%25%32%46",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		norm, ok := NormalizePath(raw)
+		if !ok {
+			return
+		}
+		again, ok2 := NormalizePath(norm)
+		if !ok2 || again != norm {
+			t.Fatalf("NormalizePath not idempotent: %q -> %q -> %q", raw, norm, again)
+		}
+		if norm == "" || norm[0] != '/' {
+			t.Fatalf("NormalizePath(%q) = %q does not start with /", raw, norm)
+		}
+		if strings.Contains(norm, `\`) || strings.Contains(norm, "//") {
+			t.Fatalf("NormalizePath(%q) = %q has a backslash or a repeated slash", raw, norm)
+		}
+		for _, seg := range strings.Split(norm, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("NormalizePath(%q) = %q has a dot segment", raw, norm)
+			}
+		}
+		if norm != strings.ToLower(norm) {
+			t.Fatalf("NormalizePath(%q) = %q is not lower-case", raw, norm)
+		}
+	})
+}
+
+// FuzzClassify checks that only the exact token spellings reach the token
+// route and that nothing whose normalised form is an identity path is ever
+// passed through.
+func FuzzClassify(f *testing.F) {
+	for _, s := range []string{
+		"/metadata/identity/oauth2/token?resource=x", "/METADATA/identity/oauth2/token/", `/metadata/identity\oauth2\token`,
+		"/metadata/instance/compute?api-version=2021-02-01", "/metadata/instance/../identity/oauth2/token",
+		"http://x/metadata/identity/oauth2/token", "/metadata/instance%2F..%2Fidentity",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		route := classify(target)
+		path, _, _ := strings.Cut(target, "?")
+		norm, ok := NormalizePath(path)
+		switch route {
+		case routeToken:
+			if !isTokenRaw(path) {
+				t.Fatalf("classify(%q) = token for a non-canonical spelling", target)
+			}
+		case routePassthrough:
+			if !ok || strings.HasPrefix(norm, identityPrefix) {
+				t.Fatalf("classify(%q) = passthrough for identity path %q", target, norm)
+			}
+			if !strings.EqualFold(path, norm) {
+				t.Fatalf("classify(%q) = passthrough for non-canonical path", target)
+			}
+		}
+		if ok && strings.HasPrefix(norm, identityPrefix) && route != routeToken && route != routeIdentityInfo && route != routeIdentityOther && route != routeBadPath && route != routeBadTarget {
+			t.Fatalf("classify(%q) = %v for identity path %q", target, route, norm)
+		}
+	})
+}

@@ -1,0 +1,228 @@
+package imds
+
+import (
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imds-proxy/imds-proxy/pkg/exchange"
+)
+
+func TestValidAPIVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		v    string
+		want bool
+	}{
+		{"2018-02-01", true},
+		{"2019-08-01", true},
+		{"2025-04-07", true},
+		{"2024-02-29", true},
+		{"9999-12-31", true},
+		{"2018-01-31", false},
+		{"2017-12-01", false},
+		{"2023-02-29", false},
+		{"2100-02-29", false},
+		{"2400-02-29", true},
+		{"2000-02-29", false},
+		{"2018-13-01", false},
+		{"2018-00-01", false},
+		{"2018-02-00", false},
+		{"2018-04-31", false},
+		{"2018-2-01", false},
+		{"2018-02-1", false},
+		{"2018/02/01", false},
+		{"2018-02-01-preview", false},
+		{" 2018-02-01", false},
+		{"2018-02-01 ", false},
+		{"+018-02-01", false},
+		{"２０１８-02-01", false},
+		{"abcd-ef-gh", false},
+		{"", false},
+		{"latest", false},
+	}
+	for _, tt := range tests {
+		if got := validAPIVersion(tt.v); got != tt.want {
+			t.Errorf("validAPIVersion(%q) = %v; want %v", tt.v, got, tt.want)
+		}
+	}
+}
+
+func TestParseTokenQuery(t *testing.T) {
+	t.Parallel()
+	const base = "api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net"
+	tests := []struct {
+		name     string
+		raw      string
+		want     exchange.Request
+		wantBody string // empty when the query is accepted
+	}{
+		{"default identity", base,
+			exchange.Request{Resource: "https://vault.azure.net"}, ""},
+		{"resource with trailing slash kept verbatim", "api-version=2018-02-01&resource=https://database.windows.net/",
+			exchange.Request{Resource: "https://database.windows.net/"}, ""},
+		{"plus is a space", "api-version=2018-02-01&resource=a+b",
+			exchange.Request{Resource: "a b"}, ""},
+		{"client_id", base + "&client_id=abc",
+			exchange.Request{Resource: "https://vault.azure.net", Identity: exchange.Selector{Kind: exchange.SelectClientID, Value: "abc"}}, ""},
+		{"object_id", base + "&object_id=oid",
+			exchange.Request{Resource: "https://vault.azure.net", Identity: exchange.Selector{Kind: exchange.SelectObjectID, Value: "oid"}}, ""},
+		{"principal_id alias", base + "&principal_id=oid",
+			exchange.Request{Resource: "https://vault.azure.net", Identity: exchange.Selector{Kind: exchange.SelectObjectID, Value: "oid"}}, ""},
+		{"msi_res_id", base + "&msi_res_id=%2Fsubscriptions%2Fs%2FresourceGroups%2Fg",
+			exchange.Request{Resource: "https://vault.azure.net", Identity: exchange.Selector{Kind: exchange.SelectResourceID, Value: "/subscriptions/s/resourceGroups/g"}}, ""},
+		{"mi_res_id alias", base + "&mi_res_id=%2Fsubscriptions%2Fs",
+			exchange.Request{Resource: "https://vault.azure.net", Identity: exchange.Selector{Kind: exchange.SelectResourceID, Value: "/subscriptions/s"}}, ""},
+		{"empty selector is absent", base + "&client_id=",
+			exchange.Request{Resource: "https://vault.azure.net"}, ""},
+		{"unknown parameters ignored", base + "&xms_cc=cp1&foo=bar&&",
+			exchange.Request{Resource: "https://vault.azure.net"}, ""},
+		{"bypass_cache", base + "&bypass_cache=true",
+			exchange.Request{Resource: "https://vault.azure.net", ForceRefresh: true}, ""},
+		{"bypass_cache other value", base + "&bypass_cache=1",
+			exchange.Request{Resource: "https://vault.azure.net"}, ""},
+		{"token_sha256_to_refresh", base + "&token_sha256_to_refresh=abcdef",
+			exchange.Request{Resource: "https://vault.azure.net", RefreshTokenSHA256: "abcdef"}, ""},
+		{"newer api-version", "api-version=2025-04-07&resource=r",
+			exchange.Request{Resource: "r"}, ""},
+		{"parameter order irrelevant", "resource=r&client_id=c&api-version=2018-02-01",
+			exchange.Request{Resource: "r", Identity: exchange.Selector{Kind: exchange.SelectClientID, Value: "c"}}, ""},
+
+		{"empty query", "", exchange.Request{},
+			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
+		{"api-version missing", "resource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
+		{"api-version old", "api-version=2017-12-01&resource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
+		{"api-version not a date", "api-version=latest&resource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
+		{"api-version upper-case name is unknown", "API-VERSION=2018-02-01&resource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
+		{"repeated resource", base + "&resource=https://evil", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'resource' is repeated"}`},
+		{"repeated api-version before validation", "api-version=x&api-version=y", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'api-version' is repeated"}`},
+		{"repeated unknown parameter", base + "&x=1&x=2", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'x' is repeated"}`},
+		{"repeated through escaping", base + "&client_id=a&client%5Fid=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'client_id' is repeated"}`},
+		{"repeated name with quotes is escaped", `a"b=1&a%22b=2`, exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'a\"b' is repeated"}`},
+		{"long repeated name truncated", strings.Repeat("n", 100) + "=1&" + strings.Repeat("n", 100) + "=2", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter '` + strings.Repeat("n", 64) + `...' is repeated"}`},
+		{"malformed escape in value", "api-version=2018-02-01&resource=%zz", exchange.Request{},
+			`{"error":"invalid_request","error_description":"The query string is malformed"}`},
+		{"malformed escape in name", "%=1", exchange.Request{},
+			`{"error":"invalid_request","error_description":"The query string is malformed"}`},
+		{"too many parameters", strings.Repeat("a=1&", 0) + manyParams(33), exchange.Request{},
+			`{"error":"invalid_request","error_description":"Too many query parameters"}`},
+		{"resource missing", "api-version=2018-02-01", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Required query variable 'resource' is missing"}`},
+		{"resource empty", "api-version=2018-02-01&resource=", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Required query variable 'resource' is missing"}`},
+		{"client_id and object_id", base + "&client_id=a&object_id=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Specify at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)"}`},
+		{"object_id and principal_id", base + "&object_id=a&principal_id=a", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Specify at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)"}`},
+		{"msi_res_id and mi_res_id", base + "&msi_res_id=a&mi_res_id=a", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Specify at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)"}`},
+		{"all three", base + "&client_id=a&object_id=b&msi_res_id=c", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Specify at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, rep := parseTokenQuery(tt.raw)
+			if tt.wantBody == "" {
+				if rep != nil {
+					t.Fatalf("refused with %d %s", rep.status, rep.body)
+				}
+				if !reflect.DeepEqual(got, tt.want) {
+					t.Fatalf("request = %+v; want %+v", got, tt.want)
+				}
+				return
+			}
+			if rep == nil {
+				t.Fatalf("accepted as %+v; want refusal %s", got, tt.wantBody)
+			}
+			if rep.status != 400 || string(rep.body) != tt.wantBody {
+				t.Fatalf("reply = %d %s; want 400 %s", rep.status, rep.body, tt.wantBody)
+			}
+		})
+	}
+}
+
+func manyParams(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString("p")
+		b.WriteString(strings.Repeat("x", i))
+		b.WriteString("=1")
+	}
+	return b.String()
+}
+
+// FuzzParseTokenQuery checks that the parser never panics, that an accepted
+// query always has a resource, at most one selector, and agrees with
+// url.ParseQuery on the values it read, and that a refusal is a 400.
+func FuzzParseTokenQuery(f *testing.F) {
+	for _, s := range []string{
+		"api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id=x",
+		"api-version=2018-02-01&resource=r&resource=s", "resource=r", "%zz", "a=1&&b=2&a", "api-version=2018-02-01&resource=%2B+",
+		"api-version=2018-02-01&resource=r&object_id=a&mi_res_id=b", "api-version=2018-02-01;resource=r",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		req, rep := parseTokenQuery(raw)
+		if rep != nil {
+			if rep.status != 400 || len(rep.body) == 0 {
+				t.Fatalf("refusal %d %q", rep.status, rep.body)
+			}
+			return
+		}
+		if req.Resource == "" {
+			t.Fatalf("accepted %q without a resource", raw)
+		}
+		// Go's parser rejects ";" separators that ours treats as data;
+		// compare only when it accepts the query.
+		vals, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		if got := vals["resource"]; len(got) != 1 || got[0] != req.Resource {
+			t.Fatalf("resource %q; url.ParseQuery says %q", req.Resource, got)
+		}
+		if got := vals["api-version"]; len(got) != 1 || !validAPIVersion(got[0]) {
+			t.Fatalf("accepted api-version %q", got)
+		}
+	})
+}
+
+// FuzzValidAPIVersion checks validAPIVersion against a reference built on
+// time.Parse.
+func FuzzValidAPIVersion(f *testing.F) {
+	for _, s := range []string{"2018-02-01", "2018-02-29", "2017-12-31", "9999-99-99", "2018-02-01x", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		want := referenceAPIVersion(v)
+		if got := validAPIVersion(v); got != want {
+			t.Fatalf("validAPIVersion(%q) = %v; reference says %v", v, got, want)
+		}
+	})
+}
+
+// referenceAPIVersion is the obvious but slower definition of a valid
+// api-version.
+func referenceAPIVersion(v string) bool {
+	d, err := time.Parse("2006-01-02", v)
+	if err != nil || d.Format("2006-01-02") != v {
+		return false
+	}
+	return !d.Before(time.Date(2018, 2, 1, 0, 0, 0, 0, time.UTC))
+}

@@ -1,0 +1,198 @@
+package imds
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/imds-proxy/imds-proxy/pkg/exchange"
+)
+
+// contentTypeJSON is the content type of every IMDS reply, token or error.
+// Real IMDS sends exactly this (captured in Azure/azure-sdk-for-js#11369),
+// and Hadoop's ABFS/ADLS clients accept a token only with a JSON content
+// type and a positive Content-Length (Azure/azure-data-lake-store-java#57).
+const contentTypeJSON = "application/json; charset=utf-8"
+
+// maxRetryAfter caps Retry-After on throttled replies: azidentity's IMDS
+// retry policy gives up instead of waiting when Retry-After exceeds its
+// 25 s MaxRetryDelay (azcore runtime/policy_retry.go).
+const maxRetryAfter = 25 * time.Second
+
+// defaultRetryAfter is sent on a throttled reply whose cause carried no
+// usable delay.
+const defaultRetryAfter = 5 * time.Second
+
+// reply is a complete JSON answer: status, body and an optional
+// Retry-After in seconds.
+type reply struct {
+	status     int
+	body       []byte
+	retryAfter int
+	// allow is the Allow header of a 405 reply.
+	allow string
+}
+
+// errorBody renders the IMDS error shape {"error":..., "error_description":...}
+// as compact JSON without a trailing newline.
+func errorBody(code, description string) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	// Encoding a struct of two strings cannot fail.
+	_ = enc.Encode(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{code, description})
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// newReply builds an error reply.
+func newReply(status int, code, description string) reply {
+	return reply{status: status, body: errorBody(code, description)}
+}
+
+// Static replies, rendered once. The validation steps before the token
+// source answer with these, so a bare availability probe (azidentity and
+// @azure/identity send GET with no query and no Metadata header and a 1 s
+// timeout, imds-protocol.md §3.1-§3.2) costs no encoding work.
+var (
+	replyBadTarget = newReply(http.StatusBadRequest, "invalid_request",
+		"Absolute-form request targets are not supported; send the request to the metadata address directly, not through an HTTP proxy")
+	replyBadPath = newReply(http.StatusBadRequest, "invalid_request",
+		"The request path is malformed or not canonical")
+	replyIdentityPath = newReply(http.StatusBadRequest, "invalid_request",
+		"Invalid identity endpoint path; the token endpoint is /metadata/identity/oauth2/token")
+	replyMethodGET = reply{status: http.StatusMethodNotAllowed, allow: http.MethodGet,
+		body: errorBody("method_not_allowed", "Only GET is supported")}
+	replyMethodPOST = reply{status: http.StatusMethodNotAllowed, allow: http.MethodPost,
+		body: errorBody("method_not_allowed", "Only POST is supported")}
+	replyForwardedFor = newReply(http.StatusBadRequest, "invalid_request",
+		"Requests with an X-Forwarded-For header are not accepted")
+	// replyNoMetadata is byte-identical to real IMDS (88 bytes, captured in
+	// Azure/azure-sdk-for-js#11369; the .NET Azure.Identity tests mock the
+	// same body).
+	replyNoMetadata = reply{status: http.StatusBadRequest,
+		body: []byte(`{"error":"invalid_request","error_description":"Required metadata header not specified"}`)}
+	replyMalformedQuery = newReply(http.StatusBadRequest, "invalid_request",
+		"The query string is malformed")
+	replyTooManyParams = newReply(http.StatusBadRequest, "invalid_request",
+		"Too many query parameters")
+	replyBadAPIVersion = reply{status: http.StatusBadRequest,
+		body: []byte(`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`)}
+	// replyMissingResource is the text real IMDS answers (observed in
+	// Azure/aad-pod-identity#450).
+	replyMissingResource = reply{status: http.StatusBadRequest,
+		body: []byte(`{"error":"invalid_request","error_description":"Required query variable 'resource' is missing"}`)}
+	replyManySelectors = newReply(http.StatusBadRequest, "invalid_request",
+		"Specify at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)")
+	replyNotFound = newReply(http.StatusNotFound, "not_found",
+		"No such metadata endpoint; imds-proxy serves /metadata/identity/oauth2/token and /metadata/identity/info and forwards /metadata/{instance,versions,attested,scheduledevents,loadbalancer}")
+	replyBlocked = newReply(http.StatusForbidden, "forbidden",
+		"Instance metadata is blocked by imds-proxy (--instance-metadata=block)")
+	// replyLoop explains a request that carries our own hop marker: the
+	// proxy's passthrough request to 169.254.169.254 was redirected back to
+	// the proxy, which happens when a pod-level runAsUser overrides the
+	// image's UID 1501 that the init container's iptables rules exempt
+	// (peers.md §0, azure-workload-identity#1009).
+	replyLoop = newReply(http.StatusLoopDetected, "loop_detected",
+		"imds-proxy received its own forwarded request: the iptables rules installed by proxy-init did not exempt the proxy's UID (a pod-level securityContext.runAsUser overrides the proxy image's UID 1501); remove the pod-level runAsUser or set runAsUser: 1501 on the proxy container")
+	replyUpstreamTimeout = newReply(http.StatusGatewayTimeout, "service_unavailable",
+		"The instance metadata service did not answer in time")
+	replyUpstreamUnreachable = newReply(http.StatusBadGateway, "service_unavailable",
+		"The instance metadata service could not be reached")
+	replyQuit = reply{status: http.StatusOK, body: []byte(`{"status":"shutting down"}`)}
+)
+
+// repeatedParamReply refuses a query that names a parameter twice.
+func repeatedParamReply(name string) *reply {
+	const maxName = 64
+	if len(name) > maxName {
+		name = name[:maxName] + "..."
+	}
+	r := newReply(http.StatusBadRequest, "invalid_request", "Query parameter '"+name+"' is repeated")
+	return &r
+}
+
+// tokenErrorReply maps a token-source failure to its IMDS reply (SPEC §3.5).
+// It is the only place where a failure becomes a status code. Permanent
+// failures are 4xx so that clients do not retry them: azidentity, MSAL and
+// go-autorest retry 5xx up to six times (imds-protocol.md §3).
+func tokenErrorReply(err error) reply {
+	var e *exchange.Error
+	if !errors.As(err, &e) {
+		return newReply(http.StatusServiceUnavailable, "service_unavailable",
+			"The token service is unavailable; retry later")
+	}
+	switch e.Reason {
+	case exchange.ReasonIdentityNotFound:
+		// Azure CLI (MSAL Python era) falls back from client id to object
+		// id when the description contains "Identity not found"; the
+		// msrestazure era matches the status line "400 Bad Request". Both
+		// must hold (imds-protocol.md §3.6).
+		return newReply(http.StatusBadRequest, "invalid_request", "Identity not found"+cause(e))
+	case exchange.ReasonInvalidResource:
+		return newReply(http.StatusBadRequest, "invalid_resource", "The resource is not valid"+cause(e))
+	case exchange.ReasonAssertionRejected:
+		return newReply(http.StatusBadRequest, "invalid_request",
+			"Microsoft Entra ID rejected the pod's projected service account token"+cause(e))
+	case exchange.ReasonThrottled:
+		r := newReply(http.StatusTooManyRequests, "too_many_requests",
+			"Microsoft Entra ID is throttling token requests; retry later"+cause(e))
+		r.retryAfter = retryAfterSeconds(e.RetryAfter)
+		return r
+	case exchange.ReasonTokenFile:
+		desc := e.Detail
+		if desc == "" {
+			desc = "cannot read the projected service account token file"
+		}
+		return newReply(http.StatusInternalServerError, "server_error", desc)
+	default:
+		return newReply(http.StatusServiceUnavailable, "service_unavailable",
+			"Microsoft Entra ID is unavailable; retry later"+cause(e))
+	}
+}
+
+// cause renders the client-safe part of an exchange error as
+// " (AADSTS70021: detail)", " (AADSTS70021)", " (detail)" or "".
+func cause(e *exchange.Error) string {
+	switch {
+	case e.Code != "" && e.Detail != "":
+		return " (" + e.Code + ": " + e.Detail + ")"
+	case e.Code != "":
+		return " (" + e.Code + ")"
+	case e.Detail != "":
+		return " (" + e.Detail + ")"
+	default:
+		return ""
+	}
+}
+
+// retryAfterSeconds rounds d up to whole seconds within [1, 25].
+func retryAfterSeconds(d time.Duration) int {
+	if d <= 0 {
+		d = defaultRetryAfter
+	}
+	d = min(d, maxRetryAfter)
+	return int(math.Ceil(d.Seconds()))
+}
+
+// writeReply sends r with an explicit Content-Length, so it is never
+// chunked.
+func writeReply(w http.ResponseWriter, r *reply) {
+	h := w.Header()
+	h["Content-Type"] = []string{contentTypeJSON}
+	h["Content-Length"] = []string{strconv.Itoa(len(r.body))}
+	if r.retryAfter > 0 {
+		h["Retry-After"] = []string{strconv.Itoa(r.retryAfter)}
+	}
+	if r.allow != "" {
+		h["Allow"] = []string{r.allow}
+	}
+	w.WriteHeader(r.status)
+	_, _ = w.Write(r.body)
+}

@@ -1,0 +1,439 @@
+package imds
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/imds-proxy/imds-proxy/pkg/exchange"
+)
+
+// Server is the IMDS HTTP surface of the proxy.
+type Server struct {
+	cfg      Config
+	src      TokenSource
+	log      logr.Logger
+	upstream *url.URL
+	metrics  *metrics
+
+	// routes holds the instrumented handler of every route class.
+	routes [numRoutes]http.Handler
+	// metricsOnly serves only /metrics, for the --metrics-addr listener.
+	metricsOnly http.Handler
+	// infoBody is the precomputed /metadata/identity/info reply.
+	infoBody reply
+
+	quitOnce sync.Once
+	// quit is closed by POST /quitquitquit.
+	quit chan struct{}
+}
+
+// New builds a Server. It makes no network calls.
+func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registerer) (*Server, error) {
+	cfg, upstream, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if src == nil {
+		return nil, errors.New("token source is required")
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		src:      src,
+		log:      logger.WithName("imds"),
+		upstream: upstream,
+		metrics:  m,
+		quit:     make(chan struct{}),
+		infoBody: reply{status: http.StatusOK, body: infoJSON(cfg.TenantID)},
+	}
+	metricsHandler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeReply(w, &replyNotFound)
+	}))
+	if cfg.Gatherer != nil {
+		metricsHandler = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{
+			ErrorLog:            promLogger{s.log},
+			MaxRequestsInFlight: 4,
+		})
+	}
+	handlers := [numRoutes]http.Handler{
+		routeBadTarget:     replyHandler(&replyBadTarget),
+		routeBadPath:       replyHandler(&replyBadPath),
+		routeToken:         http.HandlerFunc(s.serveToken),
+		routeIdentityInfo:  http.HandlerFunc(s.serveInfo),
+		routeIdentityOther: replyHandler(&replyIdentityPath),
+		routePassthrough:   s.passthroughHandler(),
+		routeReadyz:        textHandler("ok\n"),
+		routeHealthz:       textHandler("ok\n"),
+		routeMetrics:       metricsHandler,
+		routeQuit:          http.HandlerFunc(s.serveQuit),
+		routeNotFound:      replyHandler(&replyNotFound),
+	}
+	// Middleware is composed here and only here: metrics around every
+	// route, then the per-request log line.
+	for r, h := range handlers {
+		s.routes[r] = s.logged(routeClass(r), m.instrument(routeClass(r), h))
+	}
+	s.metricsOnly = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.RequestURI != "/metrics" {
+			s.routes[routeNotFound].ServeHTTP(w, r)
+			return
+		}
+		s.routes[routeMetrics].ServeHTTP(w, r)
+	})
+	return s, nil
+}
+
+// infoJSON renders the /metadata/identity/info body.
+func infoJSON(tenant string) []byte {
+	b := append([]byte(`{"tenantId":`), appendJSONString(nil, tenant)...)
+	return append(b, '}')
+}
+
+// Handler returns the handler of the loopback listener: the IMDS endpoints,
+// /readyz, /healthz, /metrics and /quitquitquit.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.route) }
+
+// MetricsHandler returns a handler that serves /metrics only, for a
+// listener reachable from outside the pod.
+func (s *Server) MetricsHandler() http.Handler { return s.metricsOnly }
+
+// Quit returns a channel that is closed once POST /quitquitquit was served.
+func (s *Server) Quit() <-chan struct{} { return s.quit }
+
+// route dispatches on the raw request target. The stdlib ServeMux is not
+// used: it cleans paths and redirects ("//" becomes a 301), which would hide
+// the spelling the IMDS rules are about.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	s.routes[classify(r.RequestURI)].ServeHTTP(w, r)
+}
+
+// logged adds the per-request log line at V(1): method, route class, status
+// and duration. The query is never logged (it may carry a token hash), nor
+// are headers (Authorization). The status recorder is only installed when
+// the line will be written, so the hot path pays nothing otherwise.
+func (s *Server) logged(route routeClass, h http.Handler) http.Handler {
+	name := route.String()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l := s.log.V(1)
+		if !l.Enabled() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		l.Info("request", "method", r.Method, "route", name, "status", rec.status,
+			"duration", time.Since(start).String(), "remote", r.RemoteAddr)
+	})
+}
+
+// statusRecorder remembers the status a handler wrote, including the
+// implicit 200 of a bare Write.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Flush forwards to the underlying writer when it can flush, so streamed
+// passthrough replies keep working.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func replyHandler(rep *reply) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeReply(w, rep) })
+}
+
+func textHandler(body string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write([]byte(body))
+	})
+}
+
+// checkIMDSRequest applies steps 2 to 4 of SPEC §3.2, shared by every IMDS
+// endpoint: method, X-Forwarded-For, Metadata header. It returns the reply
+// that refuses the request, or nil.
+func checkIMDSRequest(r *http.Request, method string) *reply {
+	if r.Method != method {
+		if method == http.MethodPost {
+			return &replyMethodPOST
+		}
+		return &replyMethodGET
+	}
+	// IMDS refuses requests that went through a forwarding proxy
+	// ("Security and authentication" in the IMDS documentation).
+	if _, ok := r.Header["X-Forwarded-For"]; ok {
+		return &replyForwardedFor
+	}
+	// The Metadata header is IMDS's SSRF guard; the value must be "true"
+	// (IMDS how-to-use-vm-token). Checked exactly, as NMI does.
+	if v := r.Header["Metadata"]; len(v) != 1 || v[0] != "true" {
+		return &replyNoMetadata
+	}
+	return nil
+}
+
+// serveToken answers the managed-identity token endpoint.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	if rep := checkIMDSRequest(r, http.MethodGet); rep != nil {
+		writeReply(w, rep)
+		return
+	}
+	req, rep := parseTokenQuery(r.URL.RawQuery)
+	if rep != nil {
+		writeReply(w, rep)
+		return
+	}
+	tok, err := s.src.Token(r.Context(), req)
+	if err != nil {
+		rep := tokenErrorReply(err)
+		s.logTokenError(r, &req, err, rep.status)
+		writeReply(w, &rep)
+		return
+	}
+	writeToken(w, &tok, req.Resource, s.cfg.Now())
+	if _, probe := r.Header[ProbeHeader]; probe {
+		s.log.Info("warm-up token obtained", "clientID", tok.ClientID, "resource", req.Resource,
+			"expiresOn", tok.ExpiresOn.UTC().Format(time.RFC3339))
+	}
+}
+
+// logTokenError logs a failed token request. Failures of the proxy or of
+// Entra are errors; failures the client caused (an unknown identity or
+// resource) are warnings. A failed --probe warm-up is always an error line
+// with the diagnosis, because that is where users look (SPEC §3.7).
+func (s *Server) logTokenError(r *http.Request, req *exchange.Request, err error, status int) {
+	kv := []any{"status", status, "reason", exchange.ReasonOf(err).String(),
+		"selector", req.Identity.Kind.String(), "identity", req.Identity.Value, "resource", req.Resource}
+	var e *exchange.Error
+	if errors.As(err, &e) && e.Code != "" {
+		kv = append(kv, "aadsts", e.Code)
+	}
+	if _, probe := r.Header[ProbeHeader]; probe {
+		if s.cfg.ProbeDiagnostics != nil {
+			kv = append(kv, s.cfg.ProbeDiagnostics()...)
+		}
+		s.log.Error(err, "warm-up token request from --probe failed; requests for this identity will fail the same way", kv...)
+		return
+	}
+	switch exchange.ReasonOf(err) {
+	case exchange.ReasonIdentityNotFound, exchange.ReasonInvalidResource:
+		warn(s.log, "token request refused", append(kv, "error", err.Error())...)
+	default:
+		s.log.Error(err, "token request failed", kv...)
+	}
+}
+
+// warn logs at slog's warning level, which the webhook's default log level
+// ("" = warnings and errors) still shows. logr itself has no warning level;
+// its slog bridge carries one through.
+func warn(l logr.Logger, msg string, kv ...any) {
+	slog.New(logr.ToSlogHandler(l)).Warn(msg, kv...)
+}
+
+// serveInfo answers /metadata/identity/info locally with the pod's tenant
+// (the IMDS REST specification, example GetIdentityInfo.json).
+func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
+	if rep := checkIMDSRequest(r, http.MethodGet); rep != nil {
+		writeReply(w, rep)
+		return
+	}
+	writeReply(w, &s.infoBody)
+}
+
+// serveQuit answers POST /quitquitquit and then closes the quit channel, so
+// a Job on a cluster without native sidecars can end its pod (SPEC §3.1).
+// The Metadata header keeps a forged cross-site form post from stopping the
+// proxy.
+func (s *Server) serveQuit(w http.ResponseWriter, r *http.Request) {
+	if rep := checkIMDSRequest(r, http.MethodPost); rep != nil {
+		writeReply(w, rep)
+		return
+	}
+	writeReply(w, &replyQuit)
+	s.quitOnce.Do(func() {
+		s.log.Info("quit requested through /quitquitquit")
+		close(s.quit)
+	})
+}
+
+// passthroughHandler forwards the IMDS categories of SPEC §3.6 to the real
+// IMDS with httputil.ReverseProxy, or refuses them in block mode.
+func (s *Server) passthroughHandler() http.Handler {
+	if s.cfg.InstanceMetadata == InstanceMetadataBlock {
+		return replyHandler(&replyBlocked)
+	}
+	transport := s.cfg.UpstreamTransport
+	if transport == nil {
+		transport = &http.Transport{
+			// IMDS must never be reached through an HTTP proxy (IMDS
+			// documentation, "Proxies").
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{Timeout: s.cfg.PassthroughTimeout}).DialContext,
+			ResponseHeaderTimeout: s.cfg.PassthroughTimeout,
+			MaxIdleConns:          4,
+			IdleConnTimeout:       30 * time.Second,
+			DisableCompression:    true,
+		}
+	}
+	proxy := &httputil.ReverseProxy{
+		// Rewrite (unlike Director) starts from a request without
+		// X-Forwarded-For, Forwarded and the hop-by-hop headers, and we
+		// never call SetXForwarded: real IMDS refuses X-Forwarded-For.
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(s.upstream)
+			pr.Out.Header.Set(HopHeader, "1")
+		},
+		Transport: transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			rep := &replyUpstreamUnreachable
+			if errors.Is(err, context.DeadlineExceeded) {
+				rep = &replyUpstreamTimeout
+			}
+			warn(s.log, "passthrough to the instance metadata service failed",
+				"upstream", s.upstream.String(), "path", r.URL.Path, "error", err.Error())
+			writeReply(w, rep)
+		},
+		ErrorLog: slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
+	}
+	timeout := s.cfg.PassthroughTimeout
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The hop marker on an incoming request means our own forwarded
+		// request came back: answer instead of looping (SPEC §3.6).
+		if _, looped := r.Header[HopHeader]; looped {
+			s.log.Error(nil, "passthrough loop detected: the proxy's UID is not exempted from the iptables redirect (pod-level runAsUser?)")
+			writeReply(w, &replyLoop)
+			return
+		}
+		if _, ok := r.Header["X-Forwarded-For"]; ok {
+			writeReply(w, &replyForwardedFor)
+			return
+		}
+		if v := r.Header["Metadata"]; len(v) != 1 || v[0] != "true" {
+			writeReply(w, &replyNoMetadata)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		proxy.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// promLogger adapts logr to promhttp's error logger.
+type promLogger struct{ log logr.Logger }
+
+func (p promLogger) Println(v ...any) {
+	p.log.Error(nil, "serving metrics failed", "details", v)
+}
+
+// newHTTPServer returns an http.Server with timeouts and a header size cap.
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// Long enough for a token request that waits on a slow Entra
+		// exchange (bounded by the exchange timeout, 15 s by default).
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
+	}
+}
+
+// Serve serves Handler on ln until ctx ends or /quitquitquit is called. When
+// ctx ends it keeps serving for the shutdown delay (an app shutting down
+// beside a regular sidecar may still need a token), then stops accepting,
+// waits up to the drain timeout for in-flight requests, and returns nil.
+// After /quitquitquit it stops at once, letting in-flight requests finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := s.newHTTPServer(s.Handler())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return err
+	case <-s.quit:
+		return s.shutdown(srv, errc)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: still serving during the shutdown delay", "delay", s.cfg.ShutdownDelay.String())
+	if s.cfg.ShutdownDelay > 0 {
+		select {
+		case err := <-errc:
+			return err
+		case <-s.quit:
+		case <-s.cfg.After(s.cfg.ShutdownDelay):
+		}
+	}
+	return s.shutdown(srv, errc)
+}
+
+// ServeMetrics serves MetricsHandler on ln until ctx ends or /quitquitquit
+// is called.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+	srv := s.newHTTPServer(s.MetricsHandler())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-s.quit:
+	case <-ctx.Done():
+	}
+	return s.shutdown(srv, errc)
+}
+
+// shutdown stops srv gracefully within the drain timeout, then forcibly.
+func (s *Server) shutdown(srv *http.Server, errc <-chan error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		s.log.Error(err, "drain timed out; closing remaining connections")
+		_ = srv.Close()
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package imds
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/imds-proxy/imds-proxy/pkg/exchange"
+)
+
+// bodyPool recycles the buffers token replies are rendered into. A reply is
+// about 300 bytes plus the token (1.5-4 KB for Entra access tokens).
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledBody keeps unusually large buffers out of the pool.
+const maxPooledBody = 64 << 10
+
+// writeToken sends the IMDS success reply of SPEC §3.3 for tok. Every value
+// is a JSON string: real IMDS does so (the IMDS REST specification types
+// them as strings), go-autorest adal and old Java clients fail on anything
+// else, MSAL Go fails on an empty numeric string, msal-node reads only
+// expires_on and MSAL Python only expires_in, so both are always present
+// (imds-protocol.md §2.4, §3.3-§3.7). The body is compact JSON without a
+// trailing newline and goes out with an explicit Content-Length, never
+// chunked: Hadoop's ABFS/ADLS clients reject chunked token replies, which Go
+// produces for bodies over 2 KB written without a length
+// (Azure/azure-data-lake-store-java#57).
+func writeToken(w http.ResponseWriter, tok *exchange.Token, resource string, now time.Time) {
+	bp := bodyPool.Get().(*[]byte)
+	b := appendTokenBody((*bp)[:0], tok, resource, now)
+	h := w.Header()
+	h["Content-Type"] = []string{contentTypeJSON}
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	if cap(b) <= maxPooledBody {
+		*bp = b
+		bodyPool.Put(bp)
+	}
+}
+
+// appendTokenBody appends the JSON token reply to b.
+func appendTokenBody(b []byte, tok *exchange.Token, resource string, now time.Time) []byte {
+	expiresIn := int64(tok.ExpiresOn.Sub(now) / time.Second)
+	if expiresIn < 0 {
+		expiresIn = 0
+	}
+	notBefore := tok.NotBefore
+	if notBefore.IsZero() {
+		notBefore = now
+	}
+	b = append(b, `{"access_token":`...)
+	b = appendJSONString(b, tok.AccessToken)
+	b = append(b, `,"refresh_token":"","expires_in":"`...)
+	b = strconv.AppendInt(b, expiresIn, 10)
+	b = append(b, `","expires_on":"`...)
+	b = strconv.AppendInt(b, tok.ExpiresOn.Unix(), 10)
+	b = append(b, '"')
+	if tok.ExtExpiresIn > 0 {
+		b = append(b, `,"ext_expires_in":"`...)
+		b = strconv.AppendInt(b, int64(tok.ExtExpiresIn/time.Second), 10)
+		b = append(b, '"')
+	}
+	b = append(b, `,"not_before":"`...)
+	b = strconv.AppendInt(b, notBefore.Unix(), 10)
+	// resource is echoed exactly as requested: msal-node uses it as the
+	// cache key of the token (msal-common ResponseHandler).
+	b = append(b, `","resource":`...)
+	b = appendJSONString(b, resource)
+	b = append(b, `,"token_type":"Bearer","client_id":`...)
+	b = appendJSONString(b, tok.ClientID)
+	return append(b, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Like encoding/json it escapes
+// quotes, backslashes, control characters and U+2028/U+2029, and replaces
+// invalid UTF-8 with U+FFFD; it does not escape <, > and &.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
