@@ -139,12 +139,12 @@ func resolveDotSegments(p string) string {
 type routeClass int
 
 const (
-	routeBadTarget routeClass = iota // absolute-form or otherwise unusable request target
-	routeBadPath                     // a path that cannot be normalised, or a non-canonical metadata path
-	routeToken                       // the managed-identity token endpoint
-	routeIdentityInfo                // /metadata/identity/info, answered locally
-	routeIdentityOther               // any other (or disguised) /metadata/identity path
-	routePassthrough                 // an IMDS category forwarded to the real IMDS
+	routeBadTarget     routeClass = iota // absolute-form or otherwise unusable request target
+	routeBadPath                         // a path that cannot be normalised, or a non-canonical metadata path
+	routeToken                           // the managed-identity token endpoint
+	routeIdentityInfo                    // /metadata/identity/info, answered locally
+	routeIdentityOther                   // any other (or disguised) /metadata/identity path
+	routePassthrough                     // an IMDS category forwarded to the real IMDS
 	routeReadyz
 	routeHealthz
 	routeMetrics

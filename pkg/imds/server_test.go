@@ -273,11 +273,11 @@ func TestPassthrough(t *testing.T) {
 				t.Errorf("upstream got %s?%s", in.URL.Path, in.URL.RawQuery)
 			}
 			want := http.Header{
-				"Metadata":        {"true"},
+				"Metadata":         {"true"},
 				"X-Imds-Proxy-Hop": {"1"},
-				"X-Other":         {"kept"},
-				"User-Agent":      {"app/1"},
-				"Accept-Encoding": nil,
+				"X-Other":          {"kept"},
+				"User-Agent":       {"app/1"},
+				"Accept-Encoding":  nil,
 			}
 			for k, v := range want {
 				if v != nil && !reflect.DeepEqual(in.Header[k], v) {
