@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -427,11 +428,7 @@ func (e *Emulator) addApp(a App) error {
 // derivedObjectID makes a stable, UUID-shaped object id from a client id,
 // for apps configured without one.
 func derivedObjectID(clientID string) string {
-	b := []byte(strings.ToLower(clientID))
-	var h [16]byte
-	for i, c := range b {
-		h[i%16] = h[i%16]*31 + c
-	}
+	h := sha256.Sum256([]byte("entraemu-object-id:" + strings.ToLower(clientID)))
 	h[6] = (h[6] & 0x0f) | 0x40
 	h[8] = (h[8] & 0x3f) | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])

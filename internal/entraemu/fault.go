@@ -58,6 +58,8 @@ func (f Fault) validate() error {
 		return errors.New("fault count is negative")
 	case f.Status != 0 && (f.Status < 200 || f.Status > 599):
 		return fmt.Errorf("fault status %d is not an HTTP status", f.Status)
+	case f.Status != 0 && f.Status < 400 && f.Body == FaultBodyJSON:
+		return fmt.Errorf("fault status %d needs a garbage or html body (a JSON error body needs a 4xx or 5xx status)", f.Status)
 	case f.Body != FaultBodyJSON && f.Body != FaultBodyGarbage && f.Body != FaultBodyHTML:
 		return fmt.Errorf("fault body %q is not one of \"\", %q, %q", f.Body, FaultBodyGarbage, FaultBodyHTML)
 	}

@@ -130,7 +130,7 @@ func TestFaultLatencyEndsWithClientOrClose(t *testing.T) {
 
 func TestFaultValidation(t *testing.T) {
 	e := start(t, nil)
-	for _, f := range []Fault{{Latency: -1}, {Status: 99}, {Status: 600}, {Body: "xml"}, {Count: -1}, {RetryAfter: -time.Second}} {
+	for _, f := range []Fault{{Latency: -1}, {Status: 99}, {Status: 600}, {Body: "xml"}, {Status: 200}, {Status: 302}, {Count: -1}, {RetryAfter: -time.Second}} {
 		if err := e.SetFaultErr(f); err == nil {
 			t.Errorf("SetFaultErr(%+v) accepted", f)
 		}
