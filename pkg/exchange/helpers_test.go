@@ -159,7 +159,7 @@ func (b *logBuffer) String() string {
 
 // harness is a Source over a fakeAcquirer and a fakeClock.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	src   *Source
 	acq   *fakeAcquirer
 	clock *fakeClock
@@ -175,7 +175,7 @@ const (
 	vaultSc = "https://vault.azure.net/.default"
 )
 
-func newHarness(t *testing.T, mutate func(*Config)) *harness {
+func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "token")
@@ -206,7 +206,7 @@ func newHarness(t *testing.T, mutate func(*Config)) *harness {
 
 // writeSAToken writes a projected service-account token with the given
 // subject and expiry.
-func writeSAToken(t *testing.T, path, subject string, exp time.Time) string {
+func writeSAToken(t testing.TB, path, subject string, exp time.Time) string {
 	t.Helper()
 	tok := unsignedJWT(map[string]any{
 		"iss": "https://issuer.example/cluster",

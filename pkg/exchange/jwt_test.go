@@ -1,0 +1,170 @@
+package exchange
+
+import (
+	"encoding/base64"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func TestDecodeClaims(t *testing.T) {
+	hdr := b64(`{"alg":"RS256"}`)
+	jws := func(payload string) string { return hdr + "." + b64(payload) + ".sig" }
+	cases := []struct {
+		name    string
+		token   string
+		want    claims
+		wantErr bool
+	}{
+		{name: "full", token: jws(`{"iss":"https://i","sub":"s","aud":"a","exp":1795489200,"nbf":1795485600,"oid":"O","xms_mirid":"/subs/x"}`),
+			want: claims{Issuer: "https://i", Subject: "s", Audience: []string{"a"}, Expiry: time.Unix(1795489200, 0).UTC(),
+				NotBefore: time.Unix(1795485600, 0).UTC(), ObjectID: "O", ResourceID: "/subs/x"}},
+		{name: "aud array", token: jws(`{"aud":["x","","y"]}`), want: claims{Audience: []string{"x", "y"}}},
+		{name: "aud empty array", token: jws(`{"aud":[]}`), want: claims{}},
+		{name: "aud mixed array", token: jws(`{"aud":["x",1]}`), want: claims{}},
+		{name: "aud number", token: jws(`{"aud":5}`), want: claims{}},
+		{name: "fractional exp", token: jws(`{"exp":1795489200.5}`), want: claims{Expiry: time.Unix(1795489200, 5e8).UTC()}},
+		{name: "exp numeric string", token: jws(`{"exp":"1795489200"}`), want: claims{Expiry: time.Unix(1795489200, 0).UTC()}},
+		{name: "exp word", token: jws(`{"exp":"tomorrow"}`), want: claims{}},
+		{name: "exp negative", token: jws(`{"exp":-1}`), want: claims{}},
+		{name: "exp zero", token: jws(`{"exp":0}`), want: claims{}},
+		{name: "exp huge", token: jws(`{"exp":1e300}`), want: claims{}},
+		{name: "exp beyond year 9999", token: jws(`{"exp":253402300800}`), want: claims{}},
+		{name: "exp bool", token: jws(`{"exp":true}`), want: claims{}},
+		{name: "exp null", token: jws(`{"exp":null}`), want: claims{}},
+		{name: "exp overflow int", token: jws(`{"exp":99999999999999999999999999}`), want: claims{}},
+		{name: "oid not string", token: jws(`{"oid":{"a":1},"xms_mirid":[1]}`), want: claims{}},
+		{name: "padded payload", token: hdr + "." + base64.URLEncoding.EncodeToString([]byte(`{"sub":"p"}`)) + ".s", want: claims{Subject: "p"}},
+		{name: "empty signature ok", token: jws(`{"sub":"u"}`)[:len(jws(`{"sub":"u"}`))-3], want: claims{Subject: "u"}},
+		{name: "duplicate keys: last wins", token: jws(`{"sub":"a","sub":"b"}`), want: claims{Subject: "b"}},
+		{name: "empty object", token: jws(`{}`), want: claims{}},
+		{name: "no dots", token: "abc", wantErr: true},
+		{name: "one dot", token: hdr + "." + b64(`{}`), wantErr: true},
+		{name: "empty", token: "", wantErr: true},
+		{name: "dots only", token: "..", wantErr: true},
+		{name: "payload std base64", token: hdr + ".eyJzdWIiOiJ+/w==.s", wantErr: true},
+		{name: "payload not json", token: jws(`not json`), wantErr: true},
+		{name: "payload array", token: jws(`[1,2]`), wantErr: true},
+		{name: "payload string", token: jws(`"x"`), wantErr: true},
+		{name: "too long", token: jws(`{"x":"` + strings.Repeat("a", maxJWTLen) + `"}`), wantErr: true},
+		{name: "nested depth", token: jws(strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000)), wantErr: false, want: claims{}},
+		{name: "JWE five parts", token: jws(`{"sub":"five"}`) + ".x.y", want: claims{Subject: "five"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeClaims(tc.token)
+			if tc.wantErr {
+				if !errors.Is(err, errNotJWT) {
+					t.Fatalf("err = %v, want errNotJWT", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("claims = %+v\nwant     %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzDecodeClaims(f *testing.F) {
+	f.Add(unsignedJWT(map[string]any{"exp": 1795489200, "aud": []string{"a"}, "oid": "o"}))
+	f.Add("a.b.c")
+	f.Add("eyJ.eyJ.")
+	f.Add(b64(`{}`) + "." + b64(`{"exp":1e400,"nbf":"x","aud":[null]}`) + ".")
+	f.Fuzz(func(t *testing.T, token string) {
+		c, err := decodeClaims(token)
+		if err != nil {
+			if !errors.Is(err, errNotJWT) {
+				t.Fatalf("unexpected error type %v", err)
+			}
+			if strings.Contains(err.Error(), token) && len(token) > 8 {
+				t.Fatalf("error echoes the token")
+			}
+			return
+		}
+		for _, ts := range []time.Time{c.Expiry, c.NotBefore} {
+			if !ts.IsZero() && (ts.Unix() <= 0 || ts.Unix() > maxNumericDate) {
+				t.Fatalf("time out of range: %v", ts)
+			}
+		}
+		for _, a := range c.Audience {
+			if a == "" {
+				t.Fatal("empty audience kept")
+			}
+		}
+	})
+}
+
+func TestReadProjectedToken(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "token")
+	writeSAToken(t, good, "system:serviceaccount:ns:sa", t0.Add(time.Hour))
+	pt, err := ReadProjectedToken(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ProjectedToken{Issuer: "https://issuer.example/cluster", Subject: "system:serviceaccount:ns:sa",
+		Audience: []string{"api://AzureADTokenExchange"}, Expiry: t0.Add(time.Hour)}
+	if !reflect.DeepEqual(pt, want) {
+		t.Errorf("ProjectedToken = %+v, want %+v", pt, want)
+	}
+	if s := pt.String(); s != "issuer=https://issuer.example/cluster, subject=system:serviceaccount:ns:sa, audience=api://AzureADTokenExchange" {
+		t.Errorf("String() = %q", s)
+	}
+	if s := (ProjectedToken{}).String(); s != "issuer=(none), subject=(none), audience=(none)" {
+		t.Errorf("zero String() = %q", s)
+	}
+
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte(" \n"), 0o600)
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, []byte(strings.Repeat("a", maxTokenFileSize+1)), 0o600)
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, []byte("not-a-jwt"), 0o600)
+	for _, p := range []string{filepath.Join(dir, "missing"), empty, big, dir} {
+		_, err := ReadProjectedToken(p)
+		var xe *Error
+		if !errors.As(err, &xe) || xe.Reason != ReasonTokenFile || !strings.Contains(xe.Detail, p) {
+			t.Errorf("ReadProjectedToken(%s) = %v, want ReasonTokenFile naming the path", p, err)
+		}
+	}
+	_, err = ReadProjectedToken(garbage)
+	if !errors.Is(err, errNotJWT) || strings.Contains(err.Error(), "not-a-jwt") {
+		t.Errorf("garbage: %v", err)
+	}
+}
+
+func TestTokenFileChangeDetection(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "token")
+	writeSAToken(t, p, "system:serviceaccount:ns:a", t0.Add(time.Hour))
+	changes := 0
+	tf := &tokenFile{path: p, onChange: func() { changes++ }}
+	if tf.changed() {
+		t.Error("first read reported a change")
+	}
+	if _, err := tf.read(); err != nil || tf.changed() || changes != 0 {
+		t.Fatalf("unchanged file: err %v changes %d", err, changes)
+	}
+	// Same size, same second: only the content differs.
+	writeSAToken(t, p, "system:serviceaccount:ns:b", t0.Add(time.Hour))
+	if !tf.changed() || changes != 1 {
+		t.Fatalf("content change not seen: changes %d", changes)
+	}
+	if got := tf.claims().Subject; got != "system:serviceaccount:ns:b" {
+		t.Errorf("claims subject = %q", got)
+	}
+	os.Remove(p)
+	if tf.changed() || changes != 1 {
+		t.Error("a missing file counted as a change")
+	}
+}
