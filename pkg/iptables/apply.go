@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -40,11 +41,23 @@ func (e *DriftError) Error() string {
 	return "rules are not in place: " + strings.Join(e.Problems, "; ")
 }
 
-// Apply makes the kernel hold exactly rs: it creates or flushes our chains,
-// refills them, makes sure the jump from BuiltinChain exists once and first,
-// and then verifies the result with Check. Running it again changes nothing.
-// It stops at the first failed step and returns that step's error.
+// Apply makes the kernel hold exactly rs. When Check finds everything in place
+// it changes nothing. Otherwise it creates or flushes our chains, refills
+// them, makes sure the jump from BuiltinChain exists once and first, and
+// verifies the result with Check. It stops at the first failed step and
+// returns that step's error.
 func Apply(log logr.Logger, a Applier, rs Ruleset) error {
+	err := Check(a, rs)
+	var drift *DriftError
+	switch {
+	case err == nil:
+		log.Info("rules already in place; nothing to change")
+		return nil
+	case errors.As(err, &drift):
+		log.V(1).Info("rules differ from the plan; rebuilding", "problems", drift.Problems)
+	default:
+		return err
+	}
 	for _, chain := range rs.Chains {
 		log.V(1).Info("creating or flushing chain", "table", Table, "chain", chain)
 		if err := a.ClearChain(Table, chain); err != nil {

@@ -17,6 +17,8 @@ func TestApplyFresh(t *testing.T) {
 		t.Fatalf("Apply() = %v", err)
 	}
 	wantCalls := []string{
+		// the initial check stops early: nothing exists
+		"exists nat IMDS_PROXY_OUTPUT", "exists nat IMDS_PROXY_REDIRECT", "list nat OUTPUT",
 		"clear nat IMDS_PROXY_OUTPUT",
 		"clear nat IMDS_PROXY_REDIRECT",
 		"append nat " + rs.Rules[0].String(),
@@ -55,13 +57,31 @@ func TestApplyTwiceIsIdentical(t *testing.T) {
 	if twice := f.dump(); twice != once {
 		t.Errorf("second apply changed the state:\n%s\nwant:\n%s", twice, once)
 	}
-	for _, c := range f.calls {
-		if c[:6] == "insert" || c[:6] == "delete" {
-			t.Errorf("second apply touched the jump: %q", c)
-		}
+	// A second apply only reads: it finds everything in place.
+	want := []string{
+		"exists nat IMDS_PROXY_OUTPUT", "list nat IMDS_PROXY_OUTPUT",
+		"exists nat IMDS_PROXY_REDIRECT", "list nat IMDS_PROXY_REDIRECT",
+		"list nat OUTPUT",
 	}
-	if n := len(f.calls); n != 12-1 {
-		t.Errorf("second apply made %d calls, want 11: %q", n, f.calls)
+	if !slices.Equal(f.calls, want) {
+		t.Errorf("second apply made calls %q, want %q", f.calls, want)
+	}
+}
+
+func TestApplyRepairsTamperedChains(t *testing.T) {
+	rs := Plan(defaultConfig())
+	f := newFake()
+	if err := Apply(testr.New(t), f, rs); err != nil {
+		t.Fatal(err)
+	}
+	want := f.dump()
+	f.chains[OutputChain] = f.chains[OutputChain][1:] // the UID exemption is gone
+	f.chains[RedirectChain] = append(f.chains[RedirectChain], "-A IMDS_PROXY_REDIRECT -j RETURN")
+	if err := Apply(testr.New(t), f, rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.dump(); got != want {
+		t.Errorf("after repair:\n%s\nwant:\n%s", got, want)
 	}
 }
 
@@ -103,8 +123,8 @@ func TestApplyFailsClosedAtEveryStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := len(probe.calls)
-	if total != 13 {
-		t.Fatalf("successful run made %d calls, want 13: %q", total, probe.calls)
+	if total != 16 {
+		t.Fatalf("successful run made %d calls, want 16: %q", total, probe.calls)
 	}
 	for i := 1; i <= total; i++ {
 		f := newFake()

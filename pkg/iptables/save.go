@@ -101,3 +101,15 @@ func OwnRules(save string, rs Ruleset) string {
 	}
 	return b.String()
 }
+
+// FoundIn reports whether an iptables-save dump holds any chain of rs or any
+// jump into one, so a caller can notice our rules in the backend it is not
+// using.
+func (rs Ruleset) FoundIn(save string) bool {
+	for _, line := range strings.Split(OwnRules(save, rs), "\n") {
+		if strings.HasPrefix(line, ":") || strings.HasPrefix(line, "-A ") {
+			return true
+		}
+	}
+	return false
+}

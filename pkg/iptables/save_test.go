@@ -158,3 +158,26 @@ func FuzzOwnRules(f *testing.F) {
 		}
 	})
 }
+
+func TestFoundIn(t *testing.T) {
+	rs := Plan(defaultConfig())
+	tests := []struct {
+		name string
+		save string
+		want bool
+	}{
+		{"empty", "", false},
+		{"empty nat", emptyNat, false},
+		{"mesh only", meshNat, false},
+		{"our chain", "*nat\n:IMDS_PROXY_REDIRECT - [0:0]\nCOMMIT\n", true},
+		{"our jump only", "*nat\n" + rs.Jump.String() + "\nCOMMIT\n", true},
+		{"our chain in another table", "*filter\n:IMDS_PROXY_OUTPUT - [0:0]\nCOMMIT\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rs.FoundIn(tt.save); got != tt.want {
+				t.Errorf("FoundIn() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -198,6 +198,18 @@ func TestKernelAutoModeFollowsExistingRules(t *testing.T) {
 			t.Errorf("second apply changed the ruleset:\n%s\nwant:\n%s", twice, once)
 		}
 		n.mustProxyInit(t, ExitOK, "--check")
+
+		// Rules of ours in the other backend are reported, not silently kept.
+		n.mustProxyInit(t, ExitOK, "--iptables-mode=nft")
+		r = n.mustProxyInit(t, ExitOK, "--check")
+		if !strings.Contains(r.stderr, `the other iptables backend also holds imds-proxy rules and the kernel evaluates both; remove them with --cleanup --iptables-mode=nft","logger":"proxy-init","backend":"legacy","otherBackend":"nft"`) {
+			t.Errorf("no warning about our rules in nft:\n%s", r.stderr)
+		}
+		n.mustProxyInit(t, ExitOK, "--iptables-mode=nft", "--cleanup")
+		if s := n.save(t, "nft"); strings.Contains(s, "IMDS_PROXY") {
+			t.Errorf("nft still holds our rules:\n%s", s)
+		}
+
 		n.mustProxyInit(t, ExitOK, "--cleanup")
 		if s := n.save(t, "legacy", "-t", "nat"); strings.Contains(s, "IMDS_PROXY") || len(outputRules(s)) != 1 {
 			t.Errorf("legacy after cleanup:\n%s", s)

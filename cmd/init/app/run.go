@@ -23,7 +23,7 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 	if err := ctx.Err(); err != nil {
 		return withCode(ExitFailed, err)
 	}
-	backend, err := chooseBackend(ctx, log, o.IPTablesMode)
+	backend, err := chooseBackend(ctx, log, o.IPTablesMode, rs)
 	if err != nil {
 		return withCode(ExitFailed, err)
 	}
@@ -69,8 +69,9 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 // chooseBackend resolves --iptables-mode. In auto mode it reads both
 // backends' full rulesets (without -t, which would create an empty legacy
 // table) and lets iptables.Detect decide. A backend whose dump cannot be read
-// counts as empty; if neither can be read, it fails.
-func chooseBackend(ctx context.Context, log logr.Logger, mode string) (iptables.Backend, error) {
+// counts as empty; if neither can be read, it fails. It warns when the
+// backend it does not choose also holds rules of ours.
+func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptables.Ruleset) (iptables.Backend, error) {
 	switch mode {
 	case ModeNFT:
 		return iptables.BackendNFT, nil
@@ -89,6 +90,14 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string) (iptables.
 	}
 	backend, reason := iptables.Detect(nft, legacy)
 	log.Info("chose iptables backend", "backend", backend, "reason", reason)
+	other, otherSave := iptables.BackendLegacy, legacy
+	if backend == iptables.BackendLegacy {
+		other, otherSave = iptables.BackendNFT, nft
+	}
+	if rs.FoundIn(otherSave) {
+		log.Info("WARNING: the other iptables backend also holds imds-proxy rules and the kernel evaluates both; remove them with --cleanup --iptables-mode="+string(other),
+			"backend", backend, "otherBackend", other)
+	}
 	return backend, nil
 }
 
