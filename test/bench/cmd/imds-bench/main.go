@@ -385,6 +385,10 @@ func (b *bench) warmPhase(ctx context.Context) error {
 					}
 					current = t.name
 				}
+				mallocs0 := -1.0
+				if t.name == "proxy" {
+					mallocs0 = b.proxyMallocs(ctx)
+				}
 				ticks0 := procTicks(t.pid)
 				var res loadgen.SteadyResult
 				if err := b.podRun(ctx, clientUID, nil, &res, "steady", "-uri", uri,
@@ -392,9 +396,15 @@ func (b *bench) warmPhase(ctx context.Context) error {
 					return err
 				}
 				ticks := procTicks(t.pid) - ticks0
+				allocs := -1.0
+				if mallocs0 >= 0 && res.Completed > 0 {
+					if m1 := b.proxyMallocs(ctx); m1 >= mallocs0 {
+						allocs = (m1 - mallocs0) / float64(res.Completed)
+					}
+				}
 				logf("%-5s c=%-3d round %d: %8.0f req/s  p50 %v  p99 %v  p99.9 %v  errors %d non-200 %d",
 					t.name, c, round+1, res.RPS, res.Latency.P50, res.Latency.P99, res.Latency.P999, res.Errors, res.Non200)
-				r.Steady = append(r.Steady, SteadyRun{Server: t.name, Round: round + 1, Result: res, CPUTicks: ticks})
+				r.Steady = append(r.Steady, SteadyRun{Server: t.name, Round: round + 1, Result: res, CPUTicks: ticks, AllocsPerRequest: allocs})
 			}
 		}
 	}
@@ -418,6 +428,21 @@ func (b *bench) warmPhase(ctx context.Context) error {
 	}
 	r.RSSAfterIdle, _ = procStatusKB(pid, "VmRSS")
 	return nil
+}
+
+// proxyMallocs returns the proxy's go_memstats_mallocs_total (heap
+// allocations since start), or -1. One /metrics scrape allocates a few
+// thousand times, spread over the tens of thousands of requests of a run.
+func (b *bench) proxyMallocs(ctx context.Context) float64 {
+	var m getResult
+	if err := b.podRun(ctx, clientUID, nil, &m, "get", "-uri", "/metrics"); err != nil || m.Status != 200 {
+		return -1
+	}
+	v, ok := metricValue(m.Body, "go_memstats_mallocs_total")
+	if !ok {
+		return -1
+	}
+	return v
 }
 
 // metricValue returns the value of an unlabelled metric in Prometheus text.

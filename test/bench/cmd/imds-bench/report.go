@@ -61,6 +61,9 @@ type SteadyRun struct {
 	Round    int
 	Result   loadgen.SteadyResult
 	CPUTicks uint64 // the server process's user+system ticks over warm-up and window
+	// AllocsPerRequest is the proxy's heap allocations per reply over the
+	// run (go_memstats_mallocs_total from /metrics), -1 when not known.
+	AllocsPerRequest float64
 }
 
 // StampedeRun is one cold stampede against a fresh proxy.
@@ -77,13 +80,14 @@ type BinSize struct {
 
 // Level is the median over rounds of one server at one concurrency.
 type Level struct {
-	Server         string
-	Concurrency    int
-	Rounds         int
-	RPS            float64
-	P50, P99, P999 time.Duration
-	Errors, Non200 int64
-	CPUPerRequest  time.Duration
+	Server           string
+	Concurrency      int
+	Rounds           int
+	RPS              float64
+	P50, P99, P999   time.Duration
+	Errors, Non200   int64
+	CPUPerRequest    time.Duration
+	AllocsPerRequest float64 // -1 when not known
 }
 
 func (r *Report) levels() []Level {
@@ -104,7 +108,7 @@ func (r *Report) levels() []Level {
 	for _, k := range order {
 		runs := by[k]
 		l := Level{Server: k.server, Concurrency: k.c, Rounds: len(runs)}
-		var rps, p50, p99, p999, cpu []float64
+		var rps, p50, p99, p999, cpu, allocs []float64
 		for _, s := range runs {
 			rps = append(rps, s.Result.RPS)
 			p50 = append(p50, float64(s.Result.Latency.P50))
@@ -112,6 +116,9 @@ func (r *Report) levels() []Level {
 			p999 = append(p999, float64(s.Result.Latency.P999))
 			if s.Result.Completed > 0 {
 				cpu = append(cpu, float64(s.CPUTicks)*float64(time.Second/userHZ)/float64(s.Result.Completed))
+			}
+			if s.AllocsPerRequest >= 0 {
+				allocs = append(allocs, s.AllocsPerRequest)
 			}
 			l.Errors += s.Result.Errors
 			l.Non200 += s.Result.Non200
@@ -121,6 +128,10 @@ func (r *Report) levels() []Level {
 		l.P99 = time.Duration(median(p99))
 		l.P999 = time.Duration(median(p999))
 		l.CPUPerRequest = time.Duration(median(cpu))
+		l.AllocsPerRequest = -1
+		if len(allocs) > 0 {
+			l.AllocsPerRequest = median(allocs)
+		}
 		out = append(out, l)
 	}
 	return out
@@ -237,9 +248,13 @@ func (r *Report) Text() string {
 	w("          %d round(s) per level, proxy and limit interleaved, medians shown; proxy --log-level=%s; reply %d bytes", cfg.rounds, cfg.logLevel, r.ReplyBytes)
 	w("")
 	w("Warm token requests: GET http://169.254.169.254%s (redirected by proxy-init)", tokenURI(warmResource))
-	w("%-5s %-6s %10s %10s %10s %10s %10s %8s", "conc", "server", "req/s", "p50", "p99", "p99.9", "cpu/req", "errors")
+	w("%-5s %-6s %10s %10s %10s %10s %10s %10s %8s", "conc", "server", "req/s", "p50", "p99", "p99.9", "cpu/req", "allocs/req", "errors")
 	for _, l := range r.levels() {
-		w("%-5d %-6s %10.0f %10s %10s %10s %10s %8d", l.Concurrency, l.Server, l.RPS, us(l.P50), us(l.P99), us(l.P999), us(l.CPUPerRequest), l.Errors+l.Non200)
+		allocs := "-"
+		if l.AllocsPerRequest >= 0 {
+			allocs = fmt.Sprintf("%.1f", l.AllocsPerRequest)
+		}
+		w("%-5d %-6s %10.0f %10s %10s %10s %10s %10s %8d", l.Concurrency, l.Server, l.RPS, us(l.P50), us(l.P99), us(l.P999), us(l.CPUPerRequest), allocs, l.Errors+l.Non200)
 		if l.Server == "limit" {
 			if p, ok := r.level("proxy", l.Concurrency); ok && l.RPS > 0 && l.P99 > 0 {
 				w("%-5d %-6s %10s %10s %10s %10s %10s", l.Concurrency, "ratio", fmt.Sprintf("%.1f%%", 100*p.RPS/l.RPS),
@@ -248,7 +263,8 @@ func (r *Report) Text() string {
 			}
 		}
 	}
-	w("(ratio row: proxy / limit; cpu/req is the server process's CPU time per reply, from /proc/<pid>/stat at 10 ms resolution)")
+	w("(ratio row: proxy / limit; cpu/req: the server process's CPU time per reply, /proc/<pid>/stat, 10 ms ticks;")
+	w(" allocs/req: the proxy's heap allocations per reply in the real server, net/http included, go_memstats_mallocs_total)")
 	w("")
 	if len(r.Stampede) > 0 {
 		w("Cold stampede: %d simultaneous first requests (one identity, resource %s) against a freshly started proxy; Entra answers after %s",
@@ -301,9 +317,12 @@ func (r *Report) Text() string {
 	w("Per-round detail")
 	for _, s := range r.Steady {
 		l := s.Result.Latency
-		w("  %-5s c=%-3d round %d: %8.0f req/s  n=%d  p50 %s p90 %s p99 %s p99.9 %s max %s  errors %d non-200 %d reconnects %d cpu ticks %d",
+		w("  %-5s c=%-3d round %d: %8.0f req/s  n=%d  p50 %s p90 %s p99 %s p99.9 %s max %s  errors %d non-200 %d reconnects %d cpu ticks %d allocs/req %.1f",
 			s.Server, s.Result.Concurrency, s.Round, s.Result.RPS, l.N, us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max),
-			s.Result.Errors, s.Result.Non200, s.Result.Reconnects, s.CPUTicks)
+			s.Result.Errors, s.Result.Non200, s.Result.Reconnects, s.CPUTicks, s.AllocsPerRequest)
+		if s.Result.FirstError != "" {
+			w("        first error: %s", s.Result.FirstError)
+		}
 	}
 	if r.Startup != nil {
 		for i, s := range r.Startup.Runs {
