@@ -43,6 +43,7 @@ func (e *Env) startEmulator(ctx context.Context) error {
 		"--issuer-addr=" + NodeAddr + ":" + strconv.Itoa(IssuerPort),
 		"--issuer-host=" + IssuerHost,
 		"--admin",
+		"--log-level=debug",
 	}
 	if e.opts.TokenLifetime > 0 {
 		args = append(args, "--token-lifetime="+e.opts.TokenLifetime.String())
