@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -269,12 +271,13 @@ func Start(opts Options) (*Emulator, error) {
 			MinVersion:   tls.VersionTLS12,
 			NextProtos:   []string{"http/1.1"},
 		},
-		ErrorLog: nil,
+		ErrorLog: serverErrorLog(opts.Logger, "entra"),
 	}
 	e.issuerSrv = &http.Server{
 		Handler:           e.issuerHandler(opts.EnableAdmin),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          serverErrorLog(opts.Logger, "issuer"),
 	}
 	e.serveWG.Add(2)
 	go func() {
@@ -291,6 +294,12 @@ func Start(opts Options) (*Emulator, error) {
 	}()
 	e.log.V(1).Info("emulator started", "authorityHost", e.AuthorityHost(), "issuerURL", e.issuerURL, "tenant", e.tenant)
 	return e, nil
+}
+
+// serverErrorLog routes net/http's own messages (TLS handshake failures,
+// for instance) to the logger at V(1).
+func serverErrorLog(l logr.Logger, listener string) *log.Logger {
+	return slog.NewLogLogger(logr.ToSlogHandler(l.WithValues("listener", listener).V(1)), slog.LevelInfo)
 }
 
 // keyOrNew returns k, or a fresh RSA 2048 key when k is nil.

@@ -162,7 +162,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	if formErr == nil {
 		e.calls[callKey{strings.ToLower(clientID), countKey}]++
 	}
-	fault, faulted := e.takeFaultLocked()
+	fault, faulted := e.takeFaultLocked(clientID, countKey)
 	e.mu.Unlock()
 
 	if faulted && e.applyFault(w, r, fault) {

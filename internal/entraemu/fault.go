@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -40,6 +41,13 @@ type Fault struct {
 	// Count applies the fault to the next Count token requests only; 0
 	// keeps it until cleared with SetFault(Fault{}).
 	Count int
+	// ClientID, when set, limits the fault to token requests for that
+	// client id (case-insensitive); other requests are served normally
+	// and do not use up Count.
+	ClientID string
+	// Scope, when set, limits the fault to token requests for that
+	// resource scope (e.g. "https://vault.azure.net/.default").
+	Scope string
 }
 
 // IsZero reports whether f injects nothing.
@@ -75,11 +83,13 @@ type faultJSON struct {
 	Body           string       `json:"body,omitempty"`
 	DropConnection bool         `json:"drop_connection,omitempty"`
 	Count          int          `json:"count,omitempty"`
+	ClientID       string       `json:"client_id,omitempty"`
+	Scope          string       `json:"scope,omitempty"`
 }
 
 // MarshalJSON renders the admin API form of f.
 func (f Fault) MarshalJSON() ([]byte, error) {
-	return json.Marshal(faultJSON{jsonDuration(f.Latency), f.Status, jsonDuration(f.RetryAfter), f.Body, f.DropConnection, f.Count})
+	return json.Marshal(faultJSON{jsonDuration(f.Latency), f.Status, jsonDuration(f.RetryAfter), f.Body, f.DropConnection, f.Count, f.ClientID, f.Scope})
 }
 
 // UnmarshalJSON parses the admin API form of a Fault.
@@ -88,7 +98,7 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*f = Fault{time.Duration(j.Latency), j.Status, time.Duration(j.RetryAfter), j.Body, j.DropConnection, j.Count}
+	*f = Fault{time.Duration(j.Latency), j.Status, time.Duration(j.RetryAfter), j.Body, j.DropConnection, j.Count, j.ClientID, j.Scope}
 	return nil
 }
 
@@ -154,10 +164,14 @@ func (e *Emulator) CurrentFault() Fault {
 	return f
 }
 
-// takeFaultLocked returns the fault for this request and uses up one of its
-// count. The caller holds e.mu.
-func (e *Emulator) takeFaultLocked() (Fault, bool) {
+// takeFaultLocked returns the fault for a request for clientID and scope
+// (the counting key), if one applies, and uses up one of its count. The
+// caller holds e.mu.
+func (e *Emulator) takeFaultLocked(clientID, scope string) (Fault, bool) {
 	if e.fault.IsZero() {
+		return Fault{}, false
+	}
+	if (e.fault.ClientID != "" && !strings.EqualFold(e.fault.ClientID, clientID)) || (e.fault.Scope != "" && e.fault.Scope != scope) {
 		return Fault{}, false
 	}
 	f := e.fault

@@ -151,6 +151,7 @@ func TestFaultJSON(t *testing.T) {
 		{in: `{"latency":250000000}`, want: Fault{Latency: 250 * time.Millisecond}},
 		{in: `{"body":"html","status":502}`, want: Fault{Status: 502, Body: "html"}},
 		{in: `{"drop_connection":true}`, want: Fault{DropConnection: true}},
+		{in: `{"status":500,"client_id":"c","scope":"s/.default"}`, want: Fault{Status: 500, ClientID: "c", Scope: "s/.default"}},
 		{in: `{"latency":"soon"}`, wantErr: true},
 		{in: `{"latency":1.5}`, wantErr: true},
 		{in: `{"latency":true}`, wantErr: true},
@@ -190,4 +191,21 @@ func FuzzFaultJSON(f *testing.F) {
 		}
 		_ = x.validate()
 	})
+}
+
+func TestFaultLimitedToClientAndScope(t *testing.T) {
+	e := start(t, func(o *Options) {
+		o.Apps = append(o.Apps, App{ClientID: otherClientID, Federations: []Federation{{Subject: testSubject}}})
+	})
+	assertion := saToken(t, e)
+	e.SetFault(Fault{Status: 500, Count: 1, ClientID: strings.ToUpper(testClientID), Scope: vaultScope})
+	statuses := []int{
+		post(t, e, testTenant, tokenForm(otherClientID, assertion, vaultScope)).status,
+		post(t, e, testTenant, tokenForm(testClientID, assertion, "https://storage.azure.com/.default")).status,
+		post(t, e, testTenant, tokenForm(testClientID, assertion, vaultScope)).status,
+		post(t, e, testTenant, tokenForm(testClientID, assertion, vaultScope)).status,
+	}
+	if statuses[0] != 200 || statuses[1] != 200 || statuses[2] != 500 || statuses[3] != 200 {
+		t.Errorf("statuses %v, want [200 200 500 200]", statuses)
+	}
 }
