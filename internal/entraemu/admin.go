@@ -17,7 +17,7 @@ const maxAdminBody = 1 << 20
 // /admin/ and answering JSON unless noted:
 //
 //	GET    /admin/fault                       the fault in force
-//	POST   /admin/fault                       set a fault (JSON Fault: latency, status, retry_after, body, drop_connection, count); {} clears
+//	POST   /admin/fault                       set a fault (JSON Fault: latency, status, retry_after, body, drop_connection, count, client_id, scope); {} clears
 //	DELETE /admin/fault                       clear the fault
 //	GET    /admin/calls?client_id=&scope=     {"client_id","scope","calls","total","discovery","issuer_fetches","by_identity":[...]}
 //	POST   /admin/calls/reset                 set every counter to zero
