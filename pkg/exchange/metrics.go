@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer, s *Source) (*metrics, error) {
 		}, []string{"result"}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imds_proxy_token_cache_evictions_total",
-			Help: "Cached tokens dropped, by cause: idle (unused for a whole lifetime), lru (entry cap reached).",
+			Help: "Cached tokens dropped, by cause: idle (unused for a whole lifetime), expired, lru (entry cap reached).",
 		}, []string{"cause"}),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imds_proxy_exchanges_total",
@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, s *Source) (*metrics, error) {
 	for _, r := range []string{"success", "failure"} {
 		m.refreshes.WithLabelValues(r)
 	}
-	for _, c := range []string{"idle", "lru"} {
+	for _, c := range []string{"idle", "expired", "lru"} {
 		m.evictions.WithLabelValues(c)
 	}
 	m.exchanges.WithLabelValues("success")

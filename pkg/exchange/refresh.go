@@ -23,7 +23,8 @@ func (s *Source) Run(ctx context.Context) error {
 
 // Tick does one round of background work at the Clock's current time and
 // returns when it is done:
-//   - an entry not handed out for a whole lifetime is dropped;
+//   - an expired entry, or one not handed out for a whole lifetime, is
+//     dropped;
 //   - an entry handed out since its last fetch and past half its lifetime
 //     is refreshed (SPEC §4); a failed refresh keeps the old token and is
 //     retried after refreshRetryInterval.
@@ -42,11 +43,16 @@ func (s *Source) Tick(ctx context.Context) {
 		prev := e.Prev()
 		en := e.Value.(*entry)
 		switch {
-		case now.Sub(en.lastUsed) >= en.lifetime && !en.refreshing:
+		case en.refreshing:
+		case !now.Before(en.tok.ExpiresOn):
+			s.removeLocked(en)
+			s.m.evictions.WithLabelValues("expired").Inc()
+			s.log.V(1).Info("evicted expired token", "clientID", en.key.clientID, "scope", en.key.scope)
+		case now.Sub(en.lastUsed) >= en.lifetime:
 			s.removeLocked(en)
 			s.m.evictions.WithLabelValues("idle").Inc()
 			s.log.V(1).Info("evicted idle token", "clientID", en.key.clientID, "scope", en.key.scope)
-		case en.served && !en.refreshing && now.Sub(en.fetchedAt) >= en.lifetime/2 && !now.Before(en.nextRefresh):
+		case en.served && now.Sub(en.fetchedAt) >= en.lifetime/2 && !now.Before(en.nextRefresh):
 			en.refreshing = true
 			due = append(due, job{en.key, en.seq})
 		}

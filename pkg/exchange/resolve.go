@@ -20,7 +20,7 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 	for _, id := range s.cfg.Identities {
 		if strings.EqualFold(selectorField(id, kind), value) {
 			s.m.resolutions.WithLabelValues("configured").Inc()
-			return s.token(ctx, normalizeID(id.ClientID), scope, req)
+			return s.token(ctx, normalizeID(id.ClientID), scope, req, false)
 		}
 	}
 	sk := selectorKey{kind: kind, value: strings.ToLower(value)}
@@ -29,7 +29,7 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 	s.mu.Unlock()
 	if ok {
 		s.m.resolutions.WithLabelValues("remembered").Inc()
-		return s.token(ctx, clientID, scope, req)
+		return s.token(ctx, clientID, scope, req, false)
 	}
 
 	var transient *Error
@@ -37,7 +37,7 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 		if ctx.Err() != nil {
 			return Token{}, &Error{Reason: ReasonUnavailable, Detail: "the request ended while resolving the identity", Err: ctx.Err()}
 		}
-		tok, err := s.token(ctx, c, scope, Request{Identity: Selector{Kind: SelectClientID, Value: c}, Resource: req.Resource})
+		tok, err := s.token(ctx, c, scope, Request{Identity: Selector{Kind: SelectClientID, Value: c}, Resource: req.Resource}, true)
 		if err != nil {
 			xerr := err.(*Error)
 			if !permanent(xerr) && xerr.Reason != ReasonAssertionRejected {
@@ -57,8 +57,9 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 			s.m.resolutions.WithLabelValues("trial").Inc()
 			s.log.V(1).Info("resolved identity by trial exchange", "selector", kind.String(), "value", value, "clientID", c)
 			if req.ForceRefresh || req.RefreshTokenSHA256 != "" {
-				return s.token(ctx, c, scope, req)
+				return s.token(ctx, c, scope, req, false)
 			}
+			s.markServed(cacheKey{tenant: s.cfg.TenantID, clientID: c, scope: scope}, tok.AccessToken)
 			return tok, nil
 		}
 	}

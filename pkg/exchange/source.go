@@ -178,12 +178,12 @@ func (s *Source) Token(ctx context.Context, req Request) (Token, error) {
 			return Token{}, &Error{Reason: ReasonIdentityNotFound,
 				Detail: "no default identity is configured (AZURE_CLIENT_ID is not set: annotate the service account with azure.workload.identity/client-id or name an identity in the request)"}
 		}
-		return s.token(ctx, normalizeID(s.cfg.DefaultClientID), scope, req)
+		return s.token(ctx, normalizeID(s.cfg.DefaultClientID), scope, req, false)
 	case SelectClientID:
 		if strings.TrimSpace(req.Identity.Value) == "" {
 			return Token{}, &Error{Reason: ReasonIdentityNotFound, Detail: "empty client id"}
 		}
-		return s.token(ctx, normalizeID(req.Identity.Value), scope, req)
+		return s.token(ctx, normalizeID(req.Identity.Value), scope, req, false)
 	case SelectObjectID, SelectResourceID:
 		return s.resolveAndToken(ctx, req, scope)
 	default:
@@ -196,8 +196,11 @@ func (s *Source) Token(ctx context.Context, req Request) (Token, error) {
 // the point.
 func normalizeID(id string) string { return strings.ToLower(strings.TrimSpace(id)) }
 
-// token serves (clientID, scope) from the cache or an exchange.
-func (s *Source) token(ctx context.Context, clientID, scope string, req Request) (Token, error) {
+// token serves (clientID, scope) from the cache or an exchange. A trial
+// lookup (resolving an object or resource id) does not count as handing the
+// token out: only the identity that matches is marked as in use, so tokens
+// of the identities tried in vain are not refreshed ahead.
+func (s *Source) token(ctx context.Context, clientID, scope string, req Request, trial bool) (Token, error) {
 	k := cacheKey{tenant: s.cfg.TenantID, clientID: clientID, scope: scope}
 	now := s.clock.Now()
 
@@ -216,7 +219,9 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request)
 			}
 		}
 		if !forced && s.usableLocked(e, now) {
-			s.touchLocked(e, now)
+			if !trial {
+				s.touchLocked(e, now)
+			}
 			tok := e.tok
 			s.mu.Unlock()
 			s.m.cacheRequests.WithLabelValues(resultHit).Inc()
@@ -254,18 +259,17 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request)
 
 	tok, ferr := s.fetchShared(ctx, k, seen)
 	if ferr == nil {
-		s.mu.Lock()
-		if cur := s.entries[k]; cur != nil && cur.tok.AccessToken == tok.AccessToken {
-			s.touchLocked(cur, s.clock.Now())
+		if !trial {
+			s.markServed(k, tok.AccessToken)
 		}
-		s.mu.Unlock()
 		return tok, nil
 	}
 	// Entra failed: serve the cached token while it is inside the stale
-	// grace (SPEC §4).
+	// grace (SPEC §4). A definitive answer (the app or its federation is
+	// gone, the resource is invalid) is not an outage and is passed on.
 	now = s.clock.Now()
 	s.mu.Lock()
-	if cur := s.entries[k]; cur != nil && s.staleServableLocked(cur, now) && ferr.Reason != ReasonTokenFile {
+	if cur := s.entries[k]; cur != nil && !permanent(ferr) && s.staleServableLocked(cur, now) {
 		s.touchLocked(cur, now)
 		tok := cur.tok
 		s.mu.Unlock()
@@ -300,6 +304,16 @@ func (s *Source) usableLocked(e *entry, now time.Time) bool {
 // StaleGrace before its expiry.
 func (s *Source) staleServableLocked(e *entry, now time.Time) bool {
 	return e.tok.ExpiresOn.Sub(now) > s.cfg.StaleGrace
+}
+
+// markServed records that the cached token of k was handed out, if it is
+// still accessToken.
+func (s *Source) markServed(k cacheKey, accessToken string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.entries[k]; cur != nil && cur.tok.AccessToken == accessToken {
+		s.touchLocked(cur, s.clock.Now())
+	}
 }
 
 func (s *Source) touchLocked(e *entry, now time.Time) {
@@ -399,7 +413,7 @@ func (s *Source) recordFailure(k cacheKey, xerr *Error, now time.Time) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.entries[k]; e != nil {
+	if e := s.entries[k]; e != nil && !permanent(xerr) {
 		e.lastFailure = now
 	}
 	if permanent(xerr) {

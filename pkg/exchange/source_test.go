@@ -270,20 +270,35 @@ func TestRefreshFailureKeepsToken(t *testing.T) {
 	}
 }
 
+// TestIdleEviction: a refreshed entry nobody asked for since is dropped
+// once it has been idle for a whole lifetime, before it expires.
 func TestIdleEviction(t *testing.T) {
 	h := newHarness(t, nil)
 	h.acq.lifetime = time.Hour
 	h.mustToken(defaultReq(vault))
 	h.mustToken(defaultReq("https://storage.azure.com"))
-	h.clock.Advance(45 * time.Minute)
+	h.clock.Advance(30 * time.Minute)
+	h.src.Tick(context.Background()) // both refreshed (handed out at fetch)
+	if got := h.acq.count(); got != 4 {
+		t.Fatalf("exchanges = %d, want 4", got)
+	}
+	h.clock.Advance(15 * time.Minute)
 	h.mustToken(defaultReq("https://storage.azure.com")) // storage used again
-	h.clock.Advance(15 * time.Minute)                    // vault idle for exactly its lifetime
+	h.clock.Advance(15*time.Minute - time.Second)
+	h.src.Tick(context.Background())
+	if got := h.src.cacheLen(); got != 2 {
+		t.Fatalf("entries = %d, want 2 (vault idle 1s short of its lifetime)", got)
+	}
+	h.clock.Advance(time.Second) // vault idle for exactly its lifetime, 30 min before expiry
 	h.src.Tick(context.Background())
 	if got := h.src.cacheLen(); got != 1 {
 		t.Fatalf("entries = %d, want 1", got)
 	}
 	if got := h.counter(h.src.m.evictions, "idle"); got != 1 {
 		t.Errorf("idle evictions = %v, want 1", got)
+	}
+	if got := h.counter(h.src.m.evictions, "expired"); got != 0 {
+		t.Errorf("expired evictions = %v, want 0", got)
 	}
 }
 
@@ -613,6 +628,111 @@ func TestInstanceDiscoveryDecision(t *testing.T) {
 	for host, want := range cases {
 		if got := instanceDiscovery(host); got != want {
 			t.Errorf("instanceDiscovery(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+// TestTrialTokensAreNotRefreshed: identities tried in vain while resolving
+// an object id are not marked in use, so only the match is refreshed.
+func TestTrialTokensAreNotRefreshed(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Identities = []Identity{{ClientID: clientB}} })
+	h.acq.respond = func(n int, c call) (acquired, error) {
+		return h.acq.issue(n, c.clientID, c.scope, map[string]any{"oid": "oid-" + c.clientID[:1]}), nil
+	}
+	if tok := h.mustToken(Request{Identity: Selector{Kind: SelectObjectID, Value: "oid-2"}, Resource: vault}); tok.ClientID != clientB {
+		t.Fatalf("ClientID = %q", tok.ClientID)
+	}
+	h.clock.Advance(30 * time.Minute)
+	h.src.Tick(context.Background())
+	if a, b := h.acq.callsFor(clientA, vaultSc), h.acq.callsFor(clientB, vaultSc); a != 1 || b != 2 {
+		t.Errorf("exchanges A=%d B=%d, want 1 and 2", a, b)
+	}
+	// The unused trial entry goes after a lifetime.
+	h.clock.Advance(30 * time.Minute)
+	h.src.Tick(context.Background())
+	h.src.mu.Lock()
+	_, hasA := h.src.entries[cacheKey{"tenant-1", clientA, vaultSc}]
+	h.src.mu.Unlock()
+	if hasA {
+		t.Error("trial entry of A not evicted")
+	}
+}
+
+func TestStaleServedOnTokenFileErrorButNotOnPermanentFailure(t *testing.T) {
+	cases := []struct {
+		name      string
+		err       error
+		wantStale bool
+	}{
+		{"token file", tokenFileError("/f", errors.New("gone")), true},
+		{"throttled", upstream(429, "", "Retry-After", "3"), true},
+		{"assertion rejected", upstream(401, aadstsBody("invalid_client", 700027, "bad sig")), true},
+		{"app deleted", upstream(400, aadstsBody("unauthorized_client", 700016, "gone")), false},
+		{"resource invalid", upstream(400, aadstsBody("invalid_resource", 500011, "gone")), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			first := h.mustToken(defaultReq(vault))
+			h.acq.respond = func(n int, c call) (acquired, error) { return acquired{}, tc.err }
+			h.clock.Advance(52 * time.Minute)
+			tok, err := h.token(defaultReq(vault))
+			if tc.wantStale {
+				if err != nil || tok.AccessToken != first.AccessToken {
+					t.Fatalf("want stale token, got %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("permanent failure answered with the stale token")
+			}
+			if want := classify(tc.err, classifyInput{}).Reason; ReasonOf(err) != want {
+				t.Errorf("reason = %v, want %v", ReasonOf(err), want)
+			}
+		})
+	}
+}
+
+func TestExpiredEntriesEvicted(t *testing.T) {
+	h := newHarness(t, nil)
+	h.acq.lifetime = 20 * time.Minute
+	h.mustToken(defaultReq(vault))
+	h.clock.Advance(15 * time.Minute)
+	// 5 min left: below the floor min(10m, 20m/2), so Entra is asked; it
+	// fails, and 5 min left is not more than the stale grace.
+	h.acq.respond = func(n int, c call) (acquired, error) { return acquired{}, upstream(503, "") }
+	if _, err := h.token(defaultReq(vault)); ReasonOf(err) != ReasonUnavailable {
+		t.Fatalf("err = %v", err)
+	}
+	h.clock.Advance(5 * time.Minute)
+	h.src.Tick(context.Background())
+	if n := h.src.cacheLen(); n != 0 {
+		t.Errorf("entries = %d, want 0", n)
+	}
+	if got := h.counter(h.src.m.evictions, "expired"); got != 1 {
+		t.Errorf("expired evictions = %v, want 1", got)
+	}
+	if _, ok := h.src.SoonestExpiry(); ok {
+		t.Error("SoonestExpiry reports a token after eviction")
+	}
+}
+
+func TestResourceManagerFor(t *testing.T) {
+	cases := []struct {
+		host string
+		want string
+		ok   bool
+	}{
+		{"https://login.microsoftonline.com/", "https://management.azure.com/", true},
+		{"https://login.microsoftonline.us", "https://management.usgovcloudapi.net/", true},
+		{"https://LOGIN.CHINACLOUDAPI.CN/", "https://management.chinacloudapi.cn/", true},
+		{"https://localhost:8443/", "https://management.azure.com/", false},
+		{"::not a url", "https://management.azure.com/", false},
+	}
+	for _, tc := range cases {
+		got, ok := ResourceManagerFor(tc.host)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ResourceManagerFor(%q) = %q, %v; want %q, %v", tc.host, got, ok, tc.want, tc.ok)
 		}
 	}
 }
