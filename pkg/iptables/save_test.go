@@ -141,6 +141,9 @@ func FuzzOwnRules(f *testing.F) {
 	f.Add("*nat\n" + rs.Jump.String() + "\n" + rs.Rules[0].String() + "\nCOMMIT\n")
 	f.Fuzz(func(t *testing.T, save string) {
 		got := OwnRules(save, rs)
+		if rs.FoundIn(save) != rs.FoundIn(got) {
+			t.Fatalf("FoundIn differs between a dump and its own rules: %q", save)
+		}
 		if got == "" {
 			return
 		}

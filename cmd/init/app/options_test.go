@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -201,3 +202,39 @@ func TestWriteTerminationLogIsOneBoundedLine(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// FuzzValidate feeds arbitrary environment values through the real flag and
+// env handling. Whatever comes in, the result is either an invalid-config error
+// or a config the iptables package accepts, equal to the parsed input.
+func FuzzValidate(f *testing.F) {
+	f.Add("8000", "1501", "169.254.169.254", "80")
+	f.Add("0", "-1", "::1", "65536")
+	f.Add("08000", "0001501", "1.2.3.4%eth0", "1e3")
+	f.Add("\x00", "\xff", "169.254.169.254\n", "")
+	f.Fuzz(func(t *testing.T, port, uid, ip, mport string) {
+		env := map[string]string{"PROXY_PORT": port, "PROXY_UID": uid, "METADATA_IP": ip, "METADATA_PORT": mport}
+		_, cfg, ran, err := execute(t, env)
+		if err != nil {
+			if ran || ExitCode(err) != ExitInvalidConfig || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("ran=%v code=%d err=%q", ran, ExitCode(err), err)
+			}
+			return
+		}
+		if verr := cfg.Validate(); verr != nil {
+			t.Fatalf("accepted a config the iptables package rejects: %+v: %v", cfg, verr)
+		}
+		if ip != "" && cfg.MetadataIP.String() != ip && netip.MustParseAddr(ip) != cfg.MetadataIP {
+			t.Fatalf("METADATA_IP %q became %s", ip, cfg.MetadataIP)
+		}
+		if port != "" {
+			if p, perr := strconv.ParseUint(port, 10, 16); perr != nil || uint16(p) != cfg.ProxyPort {
+				t.Fatalf("PROXY_PORT %q became %d", port, cfg.ProxyPort)
+			}
+		}
+		if uid != "" {
+			if u, perr := strconv.ParseInt(uid, 10, 64); perr != nil || int(u) != cfg.ProxyUID {
+				t.Fatalf("PROXY_UID %q became %d", uid, cfg.ProxyUID)
+			}
+		}
+	})
+}
