@@ -2,8 +2,10 @@ package app
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/imds-proxy/imds-proxy/pkg/iptables"
@@ -258,5 +260,33 @@ func TestKernelFailureExitsNonZeroAndSaysWhy(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(got), "proxy-init: cleanup: deleting chain IMDS_PROXY_REDIRECT: running [") || strings.Count(string(got), "\n") != 1 {
 		t.Errorf("termination log = %q", got)
+	}
+}
+
+// TestKernelChildProcessesAsOtherUIDs repeats the key paths with separate
+// client processes started with SysProcAttr.Credential, the way a container's
+// process runs under its UID, instead of a thread's filesystem UID.
+func TestKernelChildProcessesAsOtherUIDs(t *testing.T) {
+	n := newNetns(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatalf("bash is needed for the client processes: %v", err)
+	}
+	n.listen(t, proxy, "PROXY")
+	n.listen(t, imds, "IMDS")
+	n.mustProxyInit(t, ExitOK)
+	for _, c := range []route{{0, imds, "PROXY"}, {1000, imds, "PROXY"}, {1501, imds, "IMDS"}} {
+		got, err := inNetns(n, -1, func() (string, error) {
+			// Started from a thread inside the namespace, the child inherits it.
+			host, port, _ := strings.Cut(c.addr, ":")
+			cmd := exec.Command(bash, "-c", `exec 3<>"/dev/tcp/$0/$1" && cat <&3`, host, port)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(c.uid), Gid: uint32(c.uid)}}
+			cmd.Dir = "/"
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		})
+		if err != nil || got != c.want {
+			t.Errorf("process as uid %d dialing %s got %q (%v), want %q", c.uid, c.addr, got, err, c.want)
+		}
 	}
 }
