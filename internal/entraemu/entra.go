@@ -171,7 +171,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	now := e.now()
 	tenant := r.PathValue("tenant")
 	fail := func(err *aadError) {
-		e.log.V(1).Info("token request failed", "clientID", clientID, "scope", scope, "error", err.Error())
+		e.log.Info("token request failed", "clientID", clientID, "scope", countKey, "status", err.status, "error", err.Error())
 		writeAADError(w, r, now, err)
 	}
 	switch {
