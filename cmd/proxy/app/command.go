@@ -1,0 +1,152 @@
+// Package app is the proxy command: flags with environment fallbacks,
+// their validation and translation into pkg/imds and pkg/exchange
+// configuration, the wiring of the token source, HTTP server, registry and
+// listeners, and the --probe mode of the postStart hook.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/imds-proxy/imds-proxy/pkg/version"
+)
+
+// Deps are the process facilities the command uses; main passes the real
+// ones, tests their own.
+type Deps struct {
+	// Args are the command-line arguments without the program name.
+	Args []string
+	// Logger is the root logger; its handler's level is Level.
+	Logger logr.Logger
+	// Level is set from --log-level.
+	Level *slog.LevelVar
+	// LookupEnv reads the environment (os.LookupEnv).
+	LookupEnv func(string) (string, bool)
+	// Stdout receives --version and --help output.
+	Stdout io.Writer
+	// Getuid returns the process UID (os.Getuid).
+	Getuid func() int
+}
+
+// ProcessDeps returns the Deps of the running process.
+func ProcessDeps(logger logr.Logger, level *slog.LevelVar) Deps {
+	return Deps{
+		Args:      os.Args[1:],
+		Logger:    logger,
+		Level:     level,
+		LookupEnv: os.LookupEnv,
+		Stdout:    os.Stdout,
+		Getuid:    os.Getuid,
+	}
+}
+
+// RunFunc serves with a validated configuration until ctx ends.
+type RunFunc func(ctx context.Context, cfg *Config, deps Deps) error
+
+// ProbeFunc runs the postStart probe.
+type ProbeFunc func(ctx context.Context, cfg *ProbeConfig, deps Deps) error
+
+// NewCommand returns the proxy command.
+func NewCommand(deps Deps) *cobra.Command {
+	return newCommand(deps, Run, Probe)
+}
+
+// newCommand builds the command around run and probe, so tests can capture
+// the configuration instead of serving.
+func newCommand(deps Deps, run RunFunc, probe ProbeFunc) *cobra.Command {
+	o := NewOptions()
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Serve the Azure IMDS managed-identity protocol from a workload identity token",
+		Long: `proxy is the imds-proxy sidecar. It listens on 127.0.0.1:PROXY_PORT, where
+proxy-init redirects the pod's traffic to 169.254.169.254:80, answers IMDS token
+requests by exchanging the pod's projected service account token for Microsoft
+Entra tokens, and forwards the non-identity IMDS categories to the real IMDS.
+
+Every option falls back to the environment variable named in its description.
+Unknown flags are ignored with a warning, so that a newer webhook cannot stop
+an older sidecar.`,
+		Args:          cobra.ArbitraryArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// The webhook and the image are versioned separately: a flag this
+		// version does not know must not stop the sidecar (SPEC §2).
+		FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
+	}
+	envs := o.addFlags(cmd.Flags())
+	cmd.SetArgs(deps.Args)
+	cmd.SetOut(deps.Stdout)
+	cmd.SetErr(deps.Stdout)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		log := deps.Logger
+		envErr := applyEnv(cmd.Flags(), envs, deps.LookupEnv)
+		level, known := ParseLogLevel(o.LogLevel)
+		if deps.Level != nil {
+			deps.Level.Set(level)
+		}
+		if !known {
+			warn(log, "unknown --log-level, using info", "logLevel", o.LogLevel)
+		}
+		for _, f := range unknownFlags(cmd.Flags(), deps.Args) {
+			warn(log, "ignoring unknown flag", "flag", f)
+		}
+		if len(args) > 0 {
+			warn(log, "ignoring positional arguments", "count", len(args))
+		}
+		if envErr != nil {
+			return envErr
+		}
+		if o.Version {
+			_, err := fmt.Fprintf(deps.Stdout, "imds-proxy %s %s\n", version.Version, runtime.Version())
+			return err
+		}
+		if o.Probe {
+			pc, err := o.ProbeConfig()
+			if err != nil {
+				return err
+			}
+			return probe(cmd.Context(), pc, deps)
+		}
+		cfg, err := o.Validate()
+		if err != nil {
+			return err
+		}
+		return run(cmd.Context(), cfg, deps)
+	}
+	return cmd
+}
+
+// unknownFlags returns the flags in args that fs does not define, without
+// their values (which could be secrets). Parsing stops at "--".
+func unknownFlags(fs *pflag.FlagSet, args []string) []string {
+	var out []string
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			continue
+		}
+		if strings.HasPrefix(a, "--") {
+			name, _, _ := strings.Cut(a[2:], "=")
+			if name != "" && fs.Lookup(name) == nil {
+				out = append(out, "--"+name)
+			}
+			continue
+		}
+		// Shorthands: only the first letter names a flag for sure.
+		if fs.ShorthandLookup(a[1:2]) == nil {
+			out = append(out, a[:2])
+		}
+	}
+	return out
+}

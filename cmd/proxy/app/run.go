@@ -1,0 +1,158 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imds-proxy/imds-proxy/pkg/exchange"
+	"github.com/imds-proxy/imds-proxy/pkg/imds"
+	"github.com/imds-proxy/imds-proxy/pkg/version"
+)
+
+// *exchange.Source is the proxy's token source.
+var _ imds.TokenSource = (*exchange.Source)(nil)
+
+// Run serves until ctx ends (SIGTERM, SIGINT) and the shutdown delay and
+// drain are over, or until POST /quitquitquit. It listens before doing
+// anything that could touch the network, so the proxy is ready within
+// milliseconds of start (SPEC §3.1): in a native sidecar, the app's
+// containers may start right after.
+func Run(ctx context.Context, cfg *Config, deps Deps) error {
+	log := deps.Logger
+
+	// The token file is checked first: without it no request can succeed,
+	// and the reason belongs on one line at start.
+	if _, err := os.Stat(cfg.Exchange.TokenFile); err != nil {
+		return fmt.Errorf("AZURE_FEDERATED_TOKEN_FILE %s: %w", cfg.Exchange.TokenFile, unwrapPathError(err))
+	}
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	defer ln.Close()
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		metricsLn, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on --metrics-addr %s: %w", cfg.MetricsAddr, err)
+		}
+		defer metricsLn.Close()
+	}
+
+	logStartup(cfg, deps, ln.Addr().String())
+
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return err
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return err
+	}
+	src, err := exchange.New(cfg.Exchange, exchange.Deps{
+		Logger:     log,
+		Registerer: reg,
+		// Entra may legitimately sit behind a corporate HTTP proxy, so
+		// the usual proxy environment applies here (unlike the IMDS
+		// passthrough, which never uses one).
+		HTTPClient: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+	})
+	if err != nil {
+		return err
+	}
+	icfg := cfg.IMDS
+	icfg.Gatherer = reg
+	tokenFile := cfg.Exchange.TokenFile
+	icfg.ProbeDiagnostics = func() []any { return projectedTokenDiagnostics(tokenFile) }
+	srv, err := imds.New(icfg, src, log, reg)
+	if err != nil {
+		return err
+	}
+
+	// The refresher and the metrics listener outlive ctx: tokens are still
+	// served during the shutdown delay. They stop when the main listener
+	// has drained.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var g errgroup.Group
+	g.Go(func() error { return src.Run(bg) })
+	if metricsLn != nil {
+		g.Go(func() error { return srv.ServeMetrics(bg, metricsLn) })
+	}
+	g.Go(func() error {
+		defer stopBG()
+		return srv.Serve(ctx, ln)
+	})
+	err = g.Wait()
+	log.Info("proxy stopped")
+	return err
+}
+
+// unwrapPathError drops the path from an *os.PathError, which the caller
+// already names.
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// logStartup logs what a user needs to debug federation: the projected
+// token's claims (never the token), the authority, tenant, default client
+// id, the listener, and the UID, with a loud warning when the UID is not
+// the one proxy-init exempts.
+func logStartup(cfg *Config, deps Deps, addr string) {
+	log := deps.Logger
+	ex := cfg.Exchange
+	kv := []any{
+		"version", version.Version,
+		"listen", addr,
+		"authorityHost", ex.AuthorityHost,
+		"tenantID", ex.TenantID,
+		"clientID", ex.DefaultClientID,
+		"identities", len(ex.Identities),
+		"instanceMetadata", string(cfg.IMDS.InstanceMetadata),
+		"uid", deps.Getuid(),
+	}
+	kv = append(kv, projectedTokenDiagnostics(ex.TokenFile)...)
+	log.Info("imds-proxy listening", kv...)
+	// The default level ("") shows warnings only; say at least where we
+	// listen there too.
+	if ex.DefaultClientID == "" {
+		warn(log, "AZURE_CLIENT_ID is not set: requests that name no identity will get 400 Identity not found, and the --probe warm-up is skipped; requests with client_id still work",
+			"listen", addr)
+	}
+	if uid := deps.Getuid(); uid != cfg.ExemptUID {
+		warn(log, fmt.Sprintf("the proxy runs as UID %d, but proxy-init exempts UID %d from the redirect to the proxy: "+
+			"a pod-level securityContext.runAsUser overrides the image's USER. Token requests still work, but requests "+
+			"the proxy forwards to the real IMDS (/metadata/instance and the other passthrough categories) are "+
+			"redirected back to it and answered 508. Remove the pod-level runAsUser or set runAsUser: %d on the proxy container",
+			uid, cfg.ExemptUID, cfg.ExemptUID), "uid", uid, "exemptUID", cfg.ExemptUID)
+	}
+}
+
+// projectedTokenDiagnostics returns the projected token's issuer, subject,
+// audience and expiry as log key/values: what a federated credential must
+// match. The token itself is never logged.
+func projectedTokenDiagnostics(path string) []any {
+	pt, err := exchange.ReadProjectedToken(path)
+	if err != nil {
+		return []any{"tokenFile", path, "tokenFileError", err.Error()}
+	}
+	exp := ""
+	if !pt.Expiry.IsZero() {
+		exp = pt.Expiry.UTC().Format(time.RFC3339)
+	}
+	return []any{"tokenFile", path, "tokenIssuer", pt.Issuer, "tokenSubject", pt.Subject,
+		"tokenAudience", pt.Audience, "tokenExpiry", exp}
+}
