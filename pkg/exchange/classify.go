@@ -143,15 +143,16 @@ func classify(err error, in classifyInput) *Error {
 		return classifyUpstream(up, in)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &Error{Reason: ReasonUnavailable, Detail: fmt.Sprintf("Entra ID did not answer within %s", in.timeout), Err: err}
+		return &Error{Reason: ReasonUnavailable, Detail: fmt.Sprintf("Entra ID did not answer within %s", in.timeout), Err: redactErr(err)}
 	}
 	if errors.Is(err, context.Canceled) {
-		return &Error{Reason: ReasonUnavailable, Detail: "the token exchange was cancelled", Err: err}
+		return &Error{Reason: ReasonUnavailable, Detail: "the token exchange was cancelled", Err: redactErr(err)}
 	}
-	return &Error{Reason: ReasonUnavailable, Detail: "Entra ID could not be reached or answered unexpectedly", Err: err}
+	return &Error{Reason: ReasonUnavailable, Detail: "Entra ID could not be reached or answered unexpectedly", Err: redactErr(err)}
 }
 
-func classifyUpstream(up *upstreamError, in classifyInput) *Error {
+func classifyUpstream(orig *upstreamError, in classifyInput) *Error {
+	up := &upstreamError{Status: orig.Status, Header: orig.Header, Body: orig.Body, Err: redactErr(orig.Err)}
 	ee, ok := parseEntraError(up.Body)
 	code := ""
 	if ok && ee.Code != 0 {
@@ -170,30 +171,27 @@ func classifyUpstream(up *upstreamError, in classifyInput) *Error {
 	switch aadstsClass(ee.Code) {
 	case classIdentityNotFound:
 		return &Error{Reason: ReasonIdentityNotFound, Code: code,
-			Detail: fmt.Sprintf("%s: application %s was not found in the tenant", code, in.clientID), Err: up}
+			Detail: fmt.Sprintf("application %s was not found in the tenant", in.clientID), Err: up}
 	case classNoFederation:
 		return &Error{Reason: ReasonIdentityNotFound, Code: code,
-			Detail: fmt.Sprintf("%s: no federated credential of application %s matches %s", code, in.clientID, in.projected), Err: up}
+			Detail: fmt.Sprintf("no federated credential of application %s matches %s", in.clientID, in.projected), Err: up}
 	case classInvalidResource:
 		return &Error{Reason: ReasonInvalidResource, Code: code,
-			Detail: fmt.Sprintf("%s: Entra ID rejected the scope %s", code, in.scope), Err: up}
+			Detail: fmt.Sprintf("Entra ID rejected the scope %s", in.scope), Err: up}
 	case classAssertionExpired:
 		exp := "unknown"
 		if !in.projected.Expiry.IsZero() {
 			exp = in.projected.Expiry.UTC().Format(time.RFC3339)
 		}
 		return &Error{Reason: ReasonAssertionRejected, Code: code,
-			Detail: fmt.Sprintf("%s: the projected service account token is outside its validity window (exp %s)", code, exp), Err: up}
+			Detail: fmt.Sprintf("the projected service account token is outside its validity window (exp %s)", exp), Err: up}
 	case classThrottled:
 		return &Error{Reason: ReasonThrottled, Code: code, Detail: "Entra ID is throttling token requests", RetryAfter: retryAfter(up.Header, in.now), Err: up}
 	case classTransient:
-		return &Error{Reason: ReasonUnavailable, Code: code, Detail: fmt.Sprintf("%s: Entra ID reported a transient failure", code), Err: up}
+		return &Error{Reason: ReasonUnavailable, Code: code, Detail: "Entra ID reported a transient failure", Err: up}
 	}
-	d := "Entra ID rejected the projected service account token"
-	if code != "" {
-		d = code + ": " + d
-	}
-	return &Error{Reason: ReasonAssertionRejected, Code: code, Detail: d + " (" + in.projected.String() + ")", Err: up}
+	return &Error{Reason: ReasonAssertionRejected, Code: code,
+		Detail: "Entra ID rejected the projected service account token (" + in.projected.String() + ")", Err: up}
 }
 
 // permanent reports whether a failure is remembered in the negative cache:
@@ -226,14 +224,51 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	return d
 }
 
-// jwtLike matches compact JWS/JWE strings; redact removes them from any
-// text bound for the log, in case an upstream message ever echoes one.
+// jwtLike matches compact JWS/JWE strings.
 var jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*)*`)
 
-// redact removes anything shaped like a JWT from s and bounds its length.
+// secretField matches the value of a token-carrying field in JSON
+// ("access_token":"...") or form encoding (client_assertion=...), for
+// tokens that are not JWTs.
+var secretField = regexp.MustCompile(`(?i)("(?:access_token|refresh_token|id_token|client_assertion|client_secret)"\s*:\s*")[^"]*(")|((?:access_token|refresh_token|id_token|client_assertion|client_secret)=)[^&\s"]*`)
+
+// redact removes tokens from text bound for a log or an error message and
+// bounds its length. MSAL puts whole reply bodies into its errors (MSAL Go
+// v1.10.1 comm.go: "json decode error ... json message bytes were: ..."),
+// and a 200 reply it cannot decode carries an access token.
 func redact(s string) string {
 	if len(s) > maxErrorBody {
 		s = s[:maxErrorBody] + "...(truncated)"
 	}
+	s = secretField.ReplaceAllString(s, "${1}${3}[REDACTED]${2}")
 	return jwtLike.ReplaceAllString(s, "[REDACTED]")
+}
+
+// redactedError carries the redacted text of an error. It unwraps only to
+// the context error inside, if any, so errors.Is keeps working for
+// cancellation and deadlines while the original text is gone.
+type redactedError struct {
+	msg   string
+	cause error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.cause }
+
+// redactErr returns err with its text redacted; nil stays nil.
+func redactErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if r, ok := err.(*redactedError); ok {
+		return r
+	}
+	var cause error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		cause = context.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		cause = context.Canceled
+	}
+	return &redactedError{msg: redact(err.Error()), cause: cause}
 }

@@ -98,22 +98,22 @@ func TestClassify(t *testing.T) {
 		retryAfter time.Duration
 	}{
 		{"app not found", upstream(400, aadstsBody("unauthorized_client", 700016, "Application not found")), ReasonIdentityNotFound, "AADSTS700016",
-			"AADSTS700016: application " + clientA + " was not found in the tenant", 0},
-		{"no federation 70021", upstream(400, aadstsBody("invalid_request", 70021, "none")), ReasonIdentityNotFound, "AADSTS70021", "AADSTS70021: " + fed, 0},
-		{"issuer 700211", upstream(401, aadstsBody("invalid_client", 700211, "none")), ReasonIdentityNotFound, "AADSTS700211", "AADSTS700211: " + fed, 0},
-		{"audience 700212", upstream(401, aadstsBody("invalid_client", 700212, "none")), ReasonIdentityNotFound, "AADSTS700212", "AADSTS700212: " + fed, 0},
-		{"subject 700213", upstream(401, aadstsBody("invalid_client", 700213, "none")), ReasonIdentityNotFound, "AADSTS700213", "AADSTS700213: " + fed, 0},
-		{"resource 500011", upstream(400, aadstsBody("invalid_resource", 500011, "x")), ReasonInvalidResource, "AADSTS500011", "AADSTS500011: Entra ID rejected the scope " + vaultSc, 0},
-		{"resource 50001", upstream(400, aadstsBody("invalid_resource", 50001, "x")), ReasonInvalidResource, "AADSTS50001", "AADSTS50001: Entra ID rejected the scope " + vaultSc, 0},
-		{"scope 70011", upstream(400, aadstsBody("invalid_scope", 70011, "x")), ReasonInvalidResource, "AADSTS70011", "AADSTS70011: Entra ID rejected the scope " + vaultSc, 0},
-		{"scope 700022", upstream(400, aadstsBody("invalid_scope", 700022, "x")), ReasonInvalidResource, "AADSTS700022", "AADSTS700022: Entra ID rejected the scope " + vaultSc, 0},
-		{"scope 28002", upstream(400, aadstsBody("invalid_scope", 28002, "x")), ReasonInvalidResource, "AADSTS28002", "AADSTS28002: Entra ID rejected the scope " + vaultSc, 0},
+			"application " + clientA + " was not found in the tenant", 0},
+		{"no federation 70021", upstream(400, aadstsBody("invalid_request", 70021, "none")), ReasonIdentityNotFound, "AADSTS70021", fed, 0},
+		{"issuer 700211", upstream(401, aadstsBody("invalid_client", 700211, "none")), ReasonIdentityNotFound, "AADSTS700211", fed, 0},
+		{"audience 700212", upstream(401, aadstsBody("invalid_client", 700212, "none")), ReasonIdentityNotFound, "AADSTS700212", fed, 0},
+		{"subject 700213", upstream(401, aadstsBody("invalid_client", 700213, "none")), ReasonIdentityNotFound, "AADSTS700213", fed, 0},
+		{"resource 500011", upstream(400, aadstsBody("invalid_resource", 500011, "x")), ReasonInvalidResource, "AADSTS500011", "Entra ID rejected the scope " + vaultSc, 0},
+		{"resource 50001", upstream(400, aadstsBody("invalid_resource", 50001, "x")), ReasonInvalidResource, "AADSTS50001", "Entra ID rejected the scope " + vaultSc, 0},
+		{"scope 70011", upstream(400, aadstsBody("invalid_scope", 70011, "x")), ReasonInvalidResource, "AADSTS70011", "Entra ID rejected the scope " + vaultSc, 0},
+		{"scope 700022", upstream(400, aadstsBody("invalid_scope", 700022, "x")), ReasonInvalidResource, "AADSTS700022", "Entra ID rejected the scope " + vaultSc, 0},
+		{"scope 28002", upstream(400, aadstsBody("invalid_scope", 28002, "x")), ReasonInvalidResource, "AADSTS28002", "Entra ID rejected the scope " + vaultSc, 0},
 		{"expired 700024", upstream(401, aadstsBody("invalid_client", 700024, "x")), ReasonAssertionRejected, "AADSTS700024",
-			"AADSTS700024: the projected service account token is outside its validity window (exp 2026-11-24T02:59:00Z)", 0},
+			"the projected service account token is outside its validity window (exp 2026-11-24T02:59:00Z)", 0},
 		{"signature 700027", upstream(401, aadstsBody("invalid_client", 700027, "x")), ReasonAssertionRejected, "AADSTS700027",
-			"AADSTS700027: Entra ID rejected the projected service account token (issuer=https://oidc.example/x, subject=system:serviceaccount:ns:sa, audience=api://AzureADTokenExchange)", 0},
+			"Entra ID rejected the projected service account token (issuer=https://oidc.example/x, subject=system:serviceaccount:ns:sa, audience=api://AzureADTokenExchange)", 0},
 		{"unknown 4xx code", upstream(400, aadstsBody("invalid_request", 12345, "x")), ReasonAssertionRejected, "AADSTS12345",
-			"AADSTS12345: Entra ID rejected the projected service account token (issuer=https://oidc.example/x, subject=system:serviceaccount:ns:sa, audience=api://AzureADTokenExchange)", 0},
+			"Entra ID rejected the projected service account token (issuer=https://oidc.example/x, subject=system:serviceaccount:ns:sa, audience=api://AzureADTokenExchange)", 0},
 		{"429 seconds", upstream(429, aadstsBody("temporarily_unavailable", 90055, "x"), "Retry-After", "7"), ReasonThrottled, "AADSTS90055", "Entra ID is throttling token requests", 7 * time.Second},
 		{"429 capped", upstream(429, "", "Retry-After", "3600"), ReasonThrottled, "", "Entra ID is throttling token requests", 25 * time.Second},
 		{"429 date", upstream(429, "", "Retry-After", t0.Add(12*time.Second).Format(http.TimeFormat)), ReasonThrottled, "", "Entra ID is throttling token requests", 12 * time.Second},
@@ -123,7 +123,7 @@ func TestClassify(t *testing.T) {
 		{"429 zero", upstream(429, "", "Retry-After", "0"), ReasonThrottled, "", "Entra ID is throttling token requests", time.Second},
 		{"429 past date", upstream(429, "", "Retry-After", t0.Add(-time.Hour).Format(http.TimeFormat)), ReasonThrottled, "", "Entra ID is throttling token requests", time.Second},
 		{"loop detection 400", upstream(400, aadstsBody("invalid_request", 50196, "x"), "Retry-After", "2"), ReasonThrottled, "AADSTS50196", "Entra ID is throttling token requests", 2 * time.Second},
-		{"transient 400", upstream(400, aadstsBody("temporarily_unavailable", 90024, "x")), ReasonUnavailable, "AADSTS90024", "AADSTS90024: Entra ID reported a transient failure", 0},
+		{"transient 400", upstream(400, aadstsBody("temporarily_unavailable", 90024, "x")), ReasonUnavailable, "AADSTS90024", "Entra ID reported a transient failure", 0},
 		{"503 json", upstream(503, aadstsBody("temporarily_unavailable", 50000, "x")), ReasonUnavailable, "AADSTS50000", "Entra ID answered HTTP 503", 0},
 		{"500 html", upstream(500, "<html>oops</html>"), ReasonUnavailable, "", "Entra ID answered HTTP 500", 0},
 		{"400 html", upstream(400, "<html>bad</html>"), ReasonUnavailable, "", "Entra ID answered HTTP 400 with an unreadable body", 0},
@@ -179,20 +179,33 @@ func TestFromMSALError(t *testing.T) {
 	if strings.Contains(fmt.Sprint(up.Err), assertion) {
 		t.Error("the assertion survived in the error text")
 	}
-	plain := errors.New("dial tcp: refused")
-	if fromMSALError(plain) != plain {
-		t.Error("non-CallErr errors must pass through")
+	plain := fmt.Errorf("dial tcp: refused: %w", context.DeadlineExceeded)
+	if got := fromMSALError(plain); got.Error() != plain.Error() || !errors.Is(got, context.DeadlineExceeded) {
+		t.Errorf("non-CallErr error = %v", got)
+	}
+	decode := fmt.Errorf(`json decode error: bad\njson message bytes were: {"access_token":"opaque-secret","expires_in":""}`)
+	if got := fromMSALError(decode).Error(); strings.Contains(got, "opaque-secret") {
+		t.Errorf("decode error keeps the token: %s", got)
+	}
+	tf := tokenFileError("/f", errors.New("gone"))
+	if got := fromMSALError(fmt.Errorf("x: %w", tf)); got != tf {
+		t.Errorf("token file error = %v", got)
 	}
 }
 
 func TestRedact(t *testing.T) {
 	jwt := unsignedJWT(map[string]any{"a": 1})
 	cases := map[string]string{
-		"token " + jwt + " end":  "token [REDACTED] end",
-		`{"x":"` + jwt + `"}`:    `{"x":"[REDACTED]"}`,
-		"no token here":          "no token here",
-		"eyJ alone is fine":      "eyJ alone is fine",
-		"two-part eyJhbGc.eyJzd": "two-part [REDACTED]",
+		"token " + jwt + " end":                     "token [REDACTED] end",
+		`{"x":"` + jwt + `"}`:                       `{"x":"[REDACTED]"}`,
+		"no token here":                             "no token here",
+		"eyJ alone is fine":                         "eyJ alone is fine",
+		"two-part eyJhbGc.eyJzd":                    "two-part [REDACTED]",
+		`{"access_token":"opaque","expires_in":""}`: `{"access_token":"[REDACTED]","expires_in":""}`,
+		`{"ACCESS_TOKEN" : "x y"}`:                  `{"ACCESS_TOKEN" : "[REDACTED]"}`,
+		"client_assertion=abc.def&client_id=1":      "client_assertion=[REDACTED]&client_id=1",
+		"grant=x&refresh_token=zzz":                 "grant=x&refresh_token=[REDACTED]",
+		`"client_secret":"s3cr3t"`:                  `"client_secret":"[REDACTED]"`,
 	}
 	for in, want := range cases {
 		if got := redact(in); got != want {

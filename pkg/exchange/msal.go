@@ -105,6 +105,9 @@ func (a *msalAcquirer) acquire(ctx context.Context, clientID, scope string) (acq
 	if err != nil {
 		return acquired{}, fromMSALError(err)
 	}
+	if res.AccessToken == "" {
+		return acquired{}, errors.New("entra answered without an access token")
+	}
 	return acquired{AccessToken: res.AccessToken, ExpiresOn: res.ExpiresOn}, nil
 }
 
@@ -116,14 +119,18 @@ func (a *msalAcquirer) acquire(ctx context.Context, clientID, scope string) (acq
 func fromMSALError(err error) error {
 	var ce msalerrors.CallErr
 	if errors.As(err, &ce) && ce.Resp != nil {
-		up := &upstreamError{Status: ce.Resp.StatusCode, Header: ce.Resp.Header.Clone(), Err: errors.New(redact(ce.Err.Error()))}
+		up := &upstreamError{Status: ce.Resp.StatusCode, Header: ce.Resp.Header.Clone(), Err: redactErr(ce.Err)}
 		if ce.Resp.Body != nil {
 			// comm.go replaced the body with an in-memory copy.
 			up.Body, _ = io.ReadAll(io.LimitReader(ce.Resp.Body, maxErrorBody))
 		}
 		return up
 	}
-	return err
+	var xe *Error
+	if errors.As(err, &xe) {
+		return xe // the assertion callback's token file error
+	}
+	return redactErr(err)
 }
 
 // noTokenCache is MSAL's cache accessor that keeps nothing: Replace loads

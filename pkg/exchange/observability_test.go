@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -242,4 +243,40 @@ func BenchmarkTokenWarmParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestErrorsNeverContainSecrets: the error handed to pkg/imds (which logs
+// err.Error()) carries no token either, even when MSAL's own error text
+// holds a whole reply body.
+func TestErrorsNeverContainSecrets(t *testing.T) {
+	h := newHarness(t, nil)
+	jwt := unsignedJWT(map[string]any{"sub": "leak"})
+	failures := []error{
+		fmt.Errorf(`json decode error: expires_in is ""` + "\n" + `json message bytes were: {"access_token":"opaque-SECRET","expires_in":""}`),
+		&upstreamError{Status: 400, Body: []byte(`{"error":"invalid_request","error_codes":[70021],"x":"` + jwt + `"}`), Err: errors.New("reply was: " + jwt)},
+		&upstreamError{Status: 502, Body: []byte("<html>" + jwt), Err: errors.New("client_assertion=" + jwt)},
+		fmt.Errorf("post failed with client_assertion=opaque-SECRET: %w", context.DeadlineExceeded),
+	}
+	for i, f := range failures {
+		h.acq.respond = func(n int, c call) (acquired, error) { return acquired{}, f }
+		_, err := h.token(defaultReq(fmt.Sprintf("https://r%d", i)))
+		if err == nil {
+			t.Fatalf("case %d: no error", i)
+		}
+		text := err.Error() + fmt.Sprintf(" %+v %v", err, errors.Unwrap(err))
+		if strings.Contains(text, "opaque-SECRET") || strings.Contains(text, jwt) || strings.Contains(text, strings.Split(jwt, ".")[1]) {
+			t.Errorf("case %d: error text carries a secret: %s", i, text)
+		}
+	}
+	if !errors.Is(func() error {
+		h.acq.respond = func(n int, c call) (acquired, error) { return acquired{}, failures[3] }
+		_, err := h.token(defaultReq("https://deadline"))
+		return err
+	}(), context.DeadlineExceeded) {
+		t.Error("errors.Is(DeadlineExceeded) lost by redaction")
+	}
+	logs := h.logs.String()
+	if strings.Contains(logs, "opaque-SECRET") || strings.Contains(logs, strings.Split(jwt, ".")[1]) {
+		t.Errorf("log carries a secret:\n%s", logs)
+	}
 }

@@ -349,7 +349,7 @@ func TestNegativeCacheAndTokenFileChange(t *testing.T) {
 	if !errors.As(err, &xe) || xe.Reason != ReasonIdentityNotFound || xe.Code != "AADSTS70021" {
 		t.Fatalf("err = %v, want IdentityNotFound AADSTS70021", err)
 	}
-	wantDetail := "AADSTS70021: no federated credential of application " + clientA +
+	wantDetail := "no federated credential of application " + clientA +
 		" matches issuer=https://issuer.example/cluster, subject=system:serviceaccount:default:app, audience=api://AzureADTokenExchange"
 	if xe.Detail != wantDetail {
 		t.Errorf("Detail = %q\nwant     %q", xe.Detail, wantDetail)
