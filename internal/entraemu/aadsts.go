@@ -31,6 +31,7 @@ const (
 	CodeServerError           = 50000   // Used for injected 5xx faults; server_error or temporarily_unavailable.
 	CodeThrottled             = 90055   // Used for injected 429 faults; temporarily_unavailable.
 	CodeInjectedClientFailure = 90100   // Used for injected 4xx faults other than 429; invalid_request.
+	CodeInvalidInstance       = 50049   // Instance discovery for an unusable authorization endpoint; 400 invalid_instance.
 )
 
 const (

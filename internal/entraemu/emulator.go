@@ -63,6 +63,10 @@ type Options struct {
 	// default "localhost". The certificate also covers "localhost",
 	// 127.0.0.1 and the Entra listener's IP address.
 	Host string
+	// ExtraHosts are more DNS names (or IPs) for the TLS certificate, e.g.
+	// "login.microsoftonline.com" when a test maps that name to the
+	// emulator so that clients with the default authority host reach it.
+	ExtraHosts []string
 	// Addr is the Entra TLS listen address, default "127.0.0.1:0".
 	Addr string
 	// IssuerAddr is the cluster OIDC issuer (plain HTTP) listen address,
@@ -124,16 +128,17 @@ type Emulator struct {
 	serveWG       sync.WaitGroup
 	keyFetch      singleflight.Group
 
-	mu               sync.Mutex
-	apps             map[string]App // by lower-case client id
-	invalidResources map[string]bool
-	fault            Fault
-	faultLeft        int // remaining requests for a counted fault
-	calls            map[callKey]int
-	totalCalls       int
-	discoveryCalls   int
-	issuerFetches    int
-	keyCache         map[string]*issuerKeys
+	mu                     sync.Mutex
+	apps                   map[string]App // by lower-case client id
+	invalidResources       map[string]bool
+	fault                  Fault
+	faultLeft              int // remaining requests for a counted fault
+	calls                  map[callKey]int
+	totalCalls             int
+	discoveryCalls         int
+	instanceDiscoveryCalls int
+	issuerFetches          int
+	keyCache               map[string]*issuerKeys
 }
 
 // callKey identifies a counter of token POSTs.
@@ -172,6 +177,11 @@ func Start(opts Options) (*Emulator, error) {
 	}
 	if strings.ContainsAny(opts.Host, "/:@?#[] ") && net.ParseIP(opts.Host) == nil {
 		return nil, fmt.Errorf("host %q is not a host name or IP address", opts.Host)
+	}
+	for _, h := range opts.ExtraHosts {
+		if h == "" || (strings.ContainsAny(h, "/:@?#[] ") && net.ParseIP(h) == nil) {
+			return nil, fmt.Errorf("extra host %q is not a host name or IP address", h)
+		}
 	}
 	if strings.ContainsAny(opts.Tenant, "/?#% ") {
 		return nil, fmt.Errorf("tenant %q is not a usable path segment", opts.Tenant)
@@ -222,7 +232,7 @@ func Start(opts Options) (*Emulator, error) {
 
 	entraTCP := entraLn.Addr().(*net.TCPAddr)
 	issuerTCP := issuerLn.Addr().(*net.TCPAddr)
-	dnsNames, ips := certNames(opts.Host, entraTCP.IP)
+	dnsNames, ips := certNames(opts.Host, entraTCP.IP, opts.ExtraHosts)
 	if e.pki, err = newPKI(dnsNames, ips); err != nil {
 		closeAll()
 		return nil, err
@@ -311,17 +321,17 @@ func keyOrNew(k *rsa.PrivateKey) (*rsa.PrivateKey, error) {
 }
 
 // certNames lists the DNS names and IPs the server certificate covers.
-func certNames(host string, listenIP net.IP) ([]string, []net.IP) {
+func certNames(host string, listenIP net.IP, extra []string) ([]string, []net.IP) {
 	var dns []string
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
-	if ip := net.ParseIP(host); ip != nil {
-		ips = append(ips, ip)
-	} else {
-		dns = append(dns, host)
+	for _, h := range append([]string{host}, extra...) {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else if h != "" && h != "localhost" {
+			dns = append(dns, h)
+		}
 	}
-	if host != "localhost" {
-		dns = append(dns, "localhost")
-	}
+	dns = append(dns, "localhost")
 	if listenIP != nil && !listenIP.IsUnspecified() && !listenIP.IsLoopback() {
 		ips = append(ips, listenIP)
 	}
@@ -515,6 +525,14 @@ func (e *Emulator) DiscoveryCalls() int {
 	return e.discoveryCalls
 }
 
+// InstanceDiscoveryCalls returns how many GETs of /common/discovery/instance
+// the Entra listener answered.
+func (e *Emulator) InstanceDiscoveryCalls() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.instanceDiscoveryCalls
+}
+
 // IssuerFetches returns how many times the token endpoint fetched an
 // assertion issuer's discovery document and JWKS over HTTP.
 func (e *Emulator) IssuerFetches() int {
@@ -547,7 +565,7 @@ func (e *Emulator) ResetCounts() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.calls = map[callKey]int{}
-	e.totalCalls, e.discoveryCalls, e.issuerFetches = 0, 0, 0
+	e.totalCalls, e.discoveryCalls, e.issuerFetches, e.instanceDiscoveryCalls = 0, 0, 0, 0
 }
 
 // sleep waits for d, or less when the request or the emulator ends first.

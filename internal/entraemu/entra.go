@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -28,6 +29,7 @@ func (e *Emulator) entraHandler() http.Handler {
 	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", e.handleDiscovery)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.handleToken)
 	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.handleTokenKeys)
+	mux.HandleFunc("GET /common/discovery/instance", e.handleInstanceDiscovery)
 	mux.HandleFunc("GET /subscriptions", e.handleEmptyList)
 	mux.HandleFunc("GET /tenants", e.handleEmptyList)
 	mux.HandleFunc("GET /metadata/endpoints", e.handleCloudMetadata)
@@ -106,6 +108,39 @@ func (e *Emulator) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 		"cloud_instance_name":                   "microsoftonline.com",
 		"cloud_graph_host_name":                 "graph.windows.net",
 		"msgraph_host":                          "graph.microsoft.com",
+	})
+}
+
+// handleInstanceDiscovery answers MSAL's instance discovery
+// (GET /common/discovery/instance?api-version=1.1&authorization_endpoint=...),
+// which MSAL sends to login.microsoftonline.com unless instance discovery is
+// disabled. Serving it lets a client with the default authority host work
+// when that name resolves to the emulator (see Options.ExtraHosts). The
+// tenant discovery endpoint it returns is on the host and tenant of the
+// authorization endpoint, as Entra's is.
+func (e *Emulator) handleInstanceDiscovery(w http.ResponseWriter, r *http.Request) {
+	e.mu.Lock()
+	e.instanceDiscoveryCalls++
+	e.mu.Unlock()
+	ae, err := url.Parse(r.URL.Query().Get("authorization_endpoint"))
+	segs := []string{}
+	if err == nil {
+		segs = strings.Split(strings.Trim(ae.Path, "/"), "/")
+	}
+	if err != nil || ae.Scheme != "https" || ae.Host == "" || len(segs) == 0 || segs[0] == "" {
+		writeAADError(w, r, e.now(), &aadError{http.StatusBadRequest, "invalid_instance", CodeInvalidInstance,
+			"Unknown or invalid instance: the authorization_endpoint parameter is missing or not an https URL with a tenant."})
+		return
+	}
+	host := ae.Host
+	writeJSON(w, http.StatusOK, map[string]any{
+		"tenant_discovery_endpoint": "https://" + host + "/" + segs[0] + "/v2.0/.well-known/openid-configuration",
+		"api-version":               "1.1",
+		"metadata": []map[string]any{{
+			"preferred_network": host,
+			"preferred_cache":   host,
+			"aliases":           []string{host},
+		}},
 	})
 }
 

@@ -3,7 +3,9 @@ package entraemu
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -135,5 +137,57 @@ func TestMSALLargePaddedToken(t *testing.T) {
 	}
 	if _, err := e.VerifyAccessToken(res.AccessToken); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestMSALDefaultAuthorityWithInstanceDiscovery runs MSAL with instance
+// discovery on and the public-cloud authority host, with every connection
+// dialled to the emulator (as a hosts entry would do in a network
+// namespace): instance discovery, tenant discovery and the token request all
+// reach the emulator, whose certificate covers the extra host name.
+func TestMSALDefaultAuthorityWithInstanceDiscovery(t *testing.T) {
+	e := start(t, func(o *Options) { o.ExtraHosts = []string{"login.microsoftonline.com"} })
+	u, err := url.Parse(e.AuthorityHost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", u.Port())
+	hc := e.HTTPClient()
+	tr := hc.Transport.(*http.Transport)
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	defer hc.CloseIdleConnections()
+	cred := confidential.NewCredFromAssertionCallback(func(context.Context, confidential.AssertionRequestOptions) (string, error) {
+		return e.MintServiceAccountToken("default", "workload", 0)
+	})
+	c, err := confidential.New("https://login.microsoftonline.com/"+testTenant, testClientID, cred, confidential.WithHTTPClient(hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.AcquireTokenByCredential(context.Background(), []string{vaultScope})
+	if err != nil {
+		t.Fatalf("AcquireTokenByCredential: %v", err)
+	}
+	if claims, err := e.VerifyAccessToken(res.AccessToken); err != nil || claims.AppID != testClientID {
+		t.Fatalf("claims %+v, %v", claims, err)
+	}
+	if i, d, n := e.InstanceDiscoveryCalls(), e.DiscoveryCalls(), e.TotalTokenCalls(); i < 1 || d != 1 || n != 1 {
+		t.Errorf("instance discovery %d, tenant discovery %d, token calls %d; want >=1, 1, 1", i, d, n)
+	}
+}
+
+func TestInstanceDiscoveryErrors(t *testing.T) {
+	e := start(t, nil)
+	for _, q := range []string{"", "?authorization_endpoint=http://x/t/oauth2/v2.0/authorize", "?authorization_endpoint=https://x/", "?authorization_endpoint=%zz"} {
+		r := get(t, e, e.AuthorityHost()+"common/discovery/instance"+q)
+		if eb := decodeError(t, r.body); r.status != 400 || eb.Error != "invalid_instance" || eb.ErrorCodes[0] != CodeInvalidInstance {
+			t.Errorf("%q: %d %s", q, r.status, r.body)
+		}
+	}
+	r := get(t, e, e.AuthorityHost()+"common/discovery/instance?api-version=1.1&authorization_endpoint=https://login.example/t9/oauth2/v2.0/authorize")
+	want := `{"api-version":"1.1","metadata":[{"aliases":["login.example"],"preferred_cache":"login.example","preferred_network":"login.example"}],"tenant_discovery_endpoint":"https://login.example/t9/v2.0/.well-known/openid-configuration"}`
+	if r.status != 200 || r.body != want {
+		t.Errorf("instance discovery\n got %d %s\nwant %s", r.status, r.body, want)
 	}
 }

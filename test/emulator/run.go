@@ -38,6 +38,7 @@ type config struct {
 	federateIssuer   string
 	federateAudience string
 	invalidResources stringList
+	extraHosts       stringList
 	caOut            string
 	infoOut          string
 	adminSocket      string
@@ -56,6 +57,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.opts.Tenant, "tenant", "00000000-0000-0000-0000-000000000000", "tenant id the emulator answers for")
 	fs.StringVar(&c.opts.Host, "host", "", "host name in the TLS certificate and in Entra URLs (default \"localhost\")")
+	fs.Var(&c.extraHosts, "extra-host", "another DNS name or IP for the TLS certificate, e.g. login.microsoftonline.com (repeatable)")
 	fs.StringVar(&c.opts.Addr, "addr", "127.0.0.1:0", "Entra TLS listen address")
 	fs.StringVar(&c.opts.IssuerAddr, "issuer-addr", "127.0.0.1:0", "cluster OIDC issuer (plain HTTP) listen address")
 	fs.StringVar(&c.opts.IssuerHost, "issuer-host", "", "host name in the issuer URL (default: --host when given, else the listener IP)")
@@ -111,6 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		}
 	}
 	c.opts.InvalidResources = c.invalidResources
+	c.opts.ExtraHosts = c.extraHosts
 	return c, nil
 }
 

@@ -66,12 +66,14 @@ func TestParseFlags(t *testing.T) {
 		"--tenant=t1", "--app=c1,o1,/r1", "--app=c2", "--app-unfederated=c3",
 		"--federate-subject=system:serviceaccount:a:b", "--federate-subject=system:serviceaccount:a:c",
 		"--federate-audience=api://X", "--invalid-resource=https://bad", "--token-lifetime=5m", "--admin",
+		"--extra-host=login.microsoftonline.com",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := c.opts
-	if o.Tenant != "t1" || o.TokenLifetime != 5*time.Minute || !o.EnableAdmin || len(o.Apps) != 3 || len(o.InvalidResources) != 1 {
+	if o.Tenant != "t1" || o.TokenLifetime != 5*time.Minute || !o.EnableAdmin || len(o.Apps) != 3 || len(o.InvalidResources) != 1 ||
+		len(o.ExtraHosts) != 1 {
 		t.Fatalf("options %+v", o)
 	}
 	if f := o.Apps[0].Federations; len(f) != 2 || f[1].Subject != "system:serviceaccount:a:c" || f[1].Audience != "api://X" || f[1].Issuer != "" {
