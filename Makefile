@@ -1,31 +1,58 @@
 # imds-proxy developer tasks. `make test` runs everything CI runs.
+#
+# Targets that need root (network namespaces, iptables, podman) re-run their
+# commands through sudo when you are not root; on a root machine (CI) they run
+# as they are.
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/imds-proxy/imds-proxy/pkg/version.Version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$(PATH)" "GOCACHE=$(shell $(GO) env GOCACHE)" "GOMODCACHE=$(shell $(GO) env GOMODCACHE)" KEEP=$(KEEP))
 
-.PHONY: all build deps test unit fmt vet clean
+.PHONY: all build deps test unit e2e sandbox bench images images-local fmt vet clean
 
 all: build
 
+## build: the two binaries into bin/.
 build:
 	@mkdir -p bin
 	$(GOBUILD) -o bin/proxy ./cmd/proxy
 	$(GOBUILD) -o bin/proxy-init ./cmd/init
 
-## deps: install Debian and npm packages and Go modules the tests need (root).
+## deps: Debian and npm packages and Go modules the tests and the sandbox need.
 deps:
-	./hack/install-deps.sh
+	$(ROOT) ./hack/install-deps.sh
 
-## test: formatting, vet, and every test with the race detector. Runs the
-## real-kernel and e2e tests when root (CI is root); they skip otherwise.
+## test: formatting, vet, and every test with the race detector, as root:
+## unit, real-kernel iptables, e2e with real SDK clients, the podman pod run.
 test: deps fmt vet
-	$(GO) test -race -count=1 ./...
+	$(ROOT) $(GO) test -race -count=1 -timeout 25m ./...
 
-## unit: the fast subset, no root needed.
+## unit: the fast subset; needs no root (root-only tests skip and say so).
 unit:
 	$(GO) test -race -count=1 -short ./...
+
+## e2e: only the end-to-end suite in pod-shaped network namespaces.
+e2e: deps
+	$(ROOT) $(GO) test -race -count=1 -v ./test/e2e/...
+
+## sandbox: real binaries in pod-shaped namespaces against the Entra emulator;
+## prints the token a pod gets. KEEP=1 leaves it running.
+sandbox: deps
+	$(ROOT) $(GO) run ./test/sandbox
+
+## bench: latency, throughput, memory and start-up figures (root).
+bench: deps
+	$(ROOT) $(GO) run ./test/bench/cmd/imds-bench
+
+## images: multi-arch images with docker buildx (needs a Docker engine).
+images:
+	VERSION=$(VERSION) ./build/images.sh
+
+## images-local: the same images with podman/buildah, pulling nothing.
+images-local: deps
+	$(ROOT) env VERSION=$(VERSION) ./build/images-local.sh
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
