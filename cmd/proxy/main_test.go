@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the proxy once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "imds-proxy-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "proxy")
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		out, err := exec.Command(goBin, "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// projectedToken writes a JWT-shaped projected token and returns its path.
+func projectedToken(t *testing.T) string {
+	t.Helper()
+	// {"alg":"RS256"}.{"iss":"https://oidc.example/","sub":"system:serviceaccount:ns:sa","aud":["api://AzureADTokenExchange"],"exp":1900000000}
+	const tok = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL29pZGMuZXhhbXBsZS8iLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bnM6c2EiLCJhdWQiOlsiYXBpOi8vQXp1cmVBRFRva2VuRXhjaGFuZ2UiXSwiZXhwIjoxOTAwMDAwMDAwfQ.c2ln"
+	p := filepath.Join(t.TempDir(), "azure-identity-token")
+	if err := os.WriteFile(p, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// proc is a running proxy with its log lines.
+type proc struct {
+	cmd   *exec.Cmd
+	lines chan string
+	done  chan error
+	mu    sync.Mutex
+	log   []string
+}
+
+func start(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log = append(p.log, sc.Text())
+			p.mu.Unlock()
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+		close(p.lines)
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("proxy log:\n%s", strings.Join(p.log, "\n"))
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// listenAddr waits for the startup line and returns the listen address.
+func (p *proc) listenAddr(t *testing.T) string {
+	t.Helper()
+	for line := range p.lines {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "imds-proxy listening" {
+			return m["listen"].(string)
+		}
+	}
+	t.Fatal("the proxy exited without listening")
+	return ""
+}
+
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	err := <-p.done
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+func (p *proc) logLines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.log...)
+}
+
+func serverEnv(t *testing.T) []string {
+	return []string{"AZURE_TENANT_ID=72f988bf-86f1-41af-91ab-2d7cd011db47", "AZURE_FEDERATED_TOKEN_FILE=" + projectedToken(t)}
+}
+
+func TestBinaryServesOnLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	p := start(t, serverEnv(t), "--proxy-port=0", "--log-level=info", "--shutdown-delay=0s", "--from-a-newer-webhook=1")
+	addr := p.listenAddr(t)
+	host, port, _ := net.SplitHostPort(addr)
+	if host != "127.0.0.1" {
+		t.Fatalf("listening on %s", addr)
+	}
+
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Fatalf("/readyz = %d %q", resp.StatusCode, body)
+	}
+	resp, err = http.Get("http://" + addr + "/metadata/identity/oauth2/token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || string(body) != `{"error":"invalid_request","error_description":"Required metadata header not specified"}` {
+		t.Fatalf("bare probe = %d %s", resp.StatusCode, body)
+	}
+
+	// Another loopback address on the same port must be refused: the
+	// socket is bound to 127.0.0.1, not to a wildcard address.
+	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.2", port)); err == nil {
+		c.Close()
+		t.Errorf("127.0.0.2:%s accepted a connection", port)
+	}
+	// And the kernel agrees: every listening socket of that port is
+	// bound to 127.0.0.1 (0100007F in /proc/net/tcp).
+	if tcp, err := os.ReadFile("/proc/net/tcp"); err == nil {
+		n, _ := strconv.Atoi(port)
+		suffix := fmt.Sprintf(":%04X", n)
+		for _, line := range strings.Split(string(tcp), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], suffix) && f[1] != "0100007F"+suffix {
+				t.Errorf("listening socket %s", f[1])
+			}
+		}
+	}
+	if tcp6, err := os.ReadFile("/proc/net/tcp6"); err == nil {
+		n, _ := strconv.Atoi(port)
+		suffix := fmt.Sprintf(":%04X", n)
+		for _, line := range strings.Split(string(tcp6), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], suffix) {
+				t.Errorf("IPv6 listening socket %s", f[1])
+			}
+		}
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d", code)
+	}
+	log := strings.Join(p.logLines(), "\n")
+	for _, want := range []string{`"msg":"ignoring unknown flag","flag":"--from-a-newer-webhook"`, `"tokenIssuer":"https://oidc.example/"`, `"tokenSubject":"system:serviceaccount:ns:sa"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+}
+
+func TestBinaryQuitQuitQuit(t *testing.T) {
+	t.Parallel()
+	// A long shutdown delay: /quitquitquit must not wait for it.
+	p := start(t, serverEnv(t), "--proxy-port=0", "--log-level=info", "--shutdown-delay=1h")
+	addr := p.listenAddr(t)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/quitquitquit", nil)
+	req.Header.Set("Metadata", "true")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("quit = %d", resp.StatusCode)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code = %d", code)
+	}
+}
+
+func TestBinaryProbe(t *testing.T) {
+	t.Parallel()
+	p := start(t, serverEnv(t), "--proxy-port=0", "--log-level=info", "--shutdown-delay=0s")
+	_, port, _ := net.SplitHostPort(p.listenAddr(t))
+	// The postStart hook as the webhook writes it, without AZURE_CLIENT_ID:
+	// ready, warm-up skipped, exit 0.
+	out, err := exec.Command(binary(t), "--proxy-port="+port, "--probe", "--log-level=info").CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "skipping the warm-up") {
+		t.Errorf("probe output: %s", out)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code = %d", code)
+	}
+}
+
+func TestBinaryConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"no tenant", []string{"AZURE_FEDERATED_TOKEN_FILE=/x"}, "AZURE_TENANT_ID (--tenant-id) is not set"},
+		{"no token file", []string{"AZURE_TENANT_ID=t", "AZURE_FEDERATED_TOKEN_FILE=/nonexistent/token"},
+			`"err":"AZURE_FEDERATED_TOKEN_FILE /nonexistent/token: no such file or directory"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, tt.env, "--proxy-port=0")
+			if code := p.wait(t); code != 1 {
+				t.Fatalf("exit code = %d; want 1", code)
+			}
+			lines := p.logLines()
+			if len(lines) != 1 || !strings.Contains(lines[0], tt.want) || !strings.Contains(lines[0], `"level":"error"`) {
+				t.Fatalf("stderr = %q; want one error line with %s", lines, tt.want)
+			}
+		})
+	}
+}
+
+func TestBinaryVersion(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(binary(t), "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "imds-proxy ") {
+		t.Fatalf("--version: %v %q", err, out)
+	}
+}
