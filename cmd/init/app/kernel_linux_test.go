@@ -45,8 +45,10 @@ func outputRules(save string) []string {
 }
 
 func TestKernelApplyCheckCleanup(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"nft", "legacy"} {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			n := newNetns(t)
 			mode := "--iptables-mode=" + backend
 			n.iptables(t, backend, strings.Fields(strings.Replace(foreignRule, "-A OUTPUT", "-t nat -A OUTPUT", 1))...)
@@ -106,6 +108,7 @@ func TestKernelApplyCheckCleanup(t *testing.T) {
 }
 
 func TestKernelCheckAndApplyWhenJumpIsNotFirst(t *testing.T) {
+	t.Parallel()
 	n := newNetns(t)
 	n.listen(t, proxy, "PROXY")
 	n.listen(t, imds, "IMDS")
@@ -142,6 +145,7 @@ func TestKernelCheckAndApplyWhenJumpIsNotFirst(t *testing.T) {
 }
 
 func TestKernelMeshCatchAllDoesNotTakeIMDSTraffic(t *testing.T) {
+	t.Parallel()
 	n := newNetns(t)
 	n.listen(t, proxy, "PROXY")
 	n.listen(t, mesh, "MESH")
@@ -169,7 +173,9 @@ func TestKernelMeshCatchAllDoesNotTakeIMDSTraffic(t *testing.T) {
 }
 
 func TestKernelAutoModeFollowsExistingRules(t *testing.T) {
+	t.Parallel()
 	t.Run("legacy rules present", func(t *testing.T) {
+		t.Parallel()
 		n := newNetns(t)
 		n.listen(t, proxy, "PROXY")
 		n.listen(t, imds, "IMDS")
@@ -218,6 +224,7 @@ func TestKernelAutoModeFollowsExistingRules(t *testing.T) {
 		}
 	})
 	t.Run("fresh namespace", func(t *testing.T) {
+		t.Parallel()
 		n := newNetns(t)
 		r := n.mustProxyInit(t, ExitOK)
 		if !strings.Contains(r.stderr, `"backend":"nft","reason":"nft holds 0 rules in 0 chains of its own, legacy 0 rules in 0; neither holds rules, using nft"`) {
@@ -234,6 +241,7 @@ func TestKernelAutoModeFollowsExistingRules(t *testing.T) {
 }
 
 func TestKernelFailureExitsNonZeroAndSaysWhy(t *testing.T) {
+	t.Parallel()
 	n := newNetns(t)
 	n.mustProxyInit(t, ExitOK)
 	// Somebody else's chain jumps into ours, so our chain cannot be deleted.
@@ -267,6 +275,7 @@ func TestKernelFailureExitsNonZeroAndSaysWhy(t *testing.T) {
 // client processes started with SysProcAttr.Credential, the way a container's
 // process runs under its UID, instead of a thread's filesystem UID.
 func TestKernelChildProcessesAsOtherUIDs(t *testing.T) {
+	t.Parallel()
 	n := newNetns(t)
 	bash, err := exec.LookPath("bash")
 	if err != nil {
