@@ -128,6 +128,7 @@ func decodeAdminBody(w http.ResponseWriter, r *http.Request, dst any) bool {
 	return true
 }
 
+// adminSetFault sets the fault from a JSON body and answers the fault in force.
 func (e *Emulator) adminSetFault(w http.ResponseWriter, r *http.Request) {
 	var f Fault
 	if !decodeAdminBody(w, r, &f) {
@@ -141,6 +142,8 @@ func (e *Emulator) adminSetFault(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, e.CurrentFault())
 }
 
+// adminCalls answers the call counters, and the one counter asked for with
+// client_id and scope.
 func (e *Emulator) adminCalls(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	e.mu.Lock()
@@ -160,6 +163,7 @@ func (e *Emulator) adminCalls(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// adminMintToken mints a service-account token and answers it as plain text.
 func (e *Emulator) adminMintToken(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	lifetime := time.Hour
@@ -185,6 +189,7 @@ func (e *Emulator) adminMintToken(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, tok)
 }
 
+// adminListApps answers the registered apps.
 func (e *Emulator) adminListApps(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	apps := make([]App, 0, len(e.apps))
@@ -196,6 +201,8 @@ func (e *Emulator) adminListApps(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apps)
 }
 
+// adminAddApp adds or replaces an app from a JSON body and answers it with
+// defaults applied.
 func (e *Emulator) adminAddApp(w http.ResponseWriter, r *http.Request) {
 	var a App
 	if !decodeAdminBody(w, r, &a) {

@@ -109,7 +109,6 @@ type Emulator struct {
 	log           logr.Logger
 	now           func() time.Time
 	tenant        string
-	host          string
 	lifetime      time.Duration
 	padding       int
 	keyTTL        time.Duration
@@ -191,7 +190,6 @@ func Start(opts Options) (*Emulator, error) {
 		log:              opts.Logger,
 		now:              opts.Now,
 		tenant:           opts.Tenant,
-		host:             opts.Host,
 		lifetime:         opts.TokenLifetime,
 		padding:          opts.TokenPadding,
 		keyTTL:           opts.KeyCacheTTL,
@@ -420,6 +418,8 @@ func (e *Emulator) AddApp(a App) {
 // AddAppErr is AddApp returning the validation error.
 func (e *Emulator) AddAppErr(a App) error { return e.addApp(a) }
 
+// addApp validates a, applies the federation and object id defaults and
+// registers it.
 func (e *Emulator) addApp(a App) error {
 	if strings.TrimSpace(a.ClientID) == "" {
 		return errors.New("app has no client id")

@@ -19,6 +19,7 @@ import (
 	"syscall"
 )
 
+// main runs the command until SIGTERM or SIGINT.
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
