@@ -24,17 +24,28 @@ const DefaultTerminationLog = "/dev/termination-log"
 // Values stay strings until Validate, so a bad value yields one clear message
 // naming the flag or variable it came from.
 type Options struct {
-	ProxyPort      string
-	ProxyUID       string
-	MetadataIP     string
-	MetadataPort   string
-	IPTablesMode   string
-	DryRun         bool
-	Check          bool
-	Cleanup        bool
+	// ProxyPort is --proxy-port or PROXY_PORT.
+	ProxyPort string
+	// ProxyUID is --proxy-uid or PROXY_UID.
+	ProxyUID string
+	// MetadataIP is --metadata-ip or METADATA_IP.
+	MetadataIP string
+	// MetadataPort is --metadata-port or METADATA_PORT.
+	MetadataPort string
+	// IPTablesMode is --iptables-mode: ModeAuto, ModeNFT or ModeLegacy.
+	IPTablesMode string
+	// DryRun prints the plan without touching the kernel.
+	DryRun bool
+	// Check verifies the rules without changing them.
+	Check bool
+	// Cleanup removes our rules.
+	Cleanup bool
+	// TerminationLog is the file that receives a one-line failure reason.
 	TerminationLog string
-	LogLevel       string
-	LockWait       int
+	// LogLevel is "info" or "debug".
+	LogLevel string
+	// LockWait is how many seconds iptables waits for the xtables lock.
+	LockWait int
 
 	// source maps a flag name to the environment variable its value was
 	// read from; flags set on the command line or left at their default are
