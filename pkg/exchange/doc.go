@@ -2,4 +2,44 @@
 // token by exchanging the pod's projected service-account token (workload
 // identity federation, client-credentials grant with a JWT client assertion)
 // through MSAL Go, and owns the one token cache of the proxy.
+//
+// # Exchange
+//
+// Source keeps one MSAL Go confidential client per client id (the tenant is
+// fixed) in an LRU. Each client's credential is an assertion callback that
+// re-reads the token file on every exchange, because kubelet rotates it.
+// MSAL's own token cache is disabled with an accessor that loads an empty
+// cache and discards exports, so every AcquireTokenByCredential reaches
+// Entra and the cache here is the only one (SPEC §4); MSAL still keeps its
+// tenant discovery per client.
+//
+// # Cache
+//
+// Tokens are cached per (tenant, client id, scope), where the scope is the
+// resource plus "/.default". Concurrent misses of one key share one
+// exchange, run on a context detached from the callers' and bounded by
+// Config.ExchangeTimeout. A cached token is handed out only while at least
+// min(Config.MinRemaining, lifetime/2) is left; a token just obtained is
+// always handed out. Run refreshes tokens that were handed out since their
+// last fetch once half their lifetime has passed, and drops tokens that
+// expired or were not handed out for a whole lifetime. While Entra fails,
+// a cached token is served until Config.StaleGrace before its expiry.
+// Permanent failures (unknown application, no matching federated
+// credential, invalid resource) are remembered for Config.NegativeTTL, and
+// forgotten at once when the token file changes.
+//
+// # Identities
+//
+// A request names its identity by default (Config.DefaultClientID), by
+// client id, or by object id or Azure resource id. The last two resolve
+// through Config.Identities, then through the oid and xms_mirid claims of
+// tokens already issued, and finally by trial exchanges for every known
+// client id.
+//
+// # Errors
+//
+// Every failure is an *Error whose Reason pkg/imds maps to one HTTP answer.
+// Error.Detail and Error.Code are client-safe; raw upstream text goes only
+// to the log, and nothing this package logs or returns contains an access
+// token or the assertion.
 package exchange

@@ -228,7 +228,9 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 			return tok, nil
 		}
 		if !forced && s.staleServableLocked(e, now) && !e.lastFailure.IsZero() && now.Sub(e.lastFailure) < staleRetryInterval {
-			s.touchLocked(e, now)
+			if !trial {
+				s.touchLocked(e, now)
+			}
 			tok := e.tok
 			s.mu.Unlock()
 			s.m.cacheRequests.WithLabelValues(resultStale).Inc()
@@ -270,7 +272,9 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 	now = s.clock.Now()
 	s.mu.Lock()
 	if cur := s.entries[k]; cur != nil && !permanent(ferr) && s.staleServableLocked(cur, now) {
-		s.touchLocked(cur, now)
+		if !trial {
+			s.touchLocked(cur, now)
+		}
 		tok := cur.tok
 		s.mu.Unlock()
 		s.m.cacheRequests.WithLabelValues(resultStale).Inc()
