@@ -332,3 +332,37 @@ func TestRuntimeAppChanges(t *testing.T) {
 		t.Error("AddAppErr accepted an app without client id")
 	}
 }
+
+func TestHostileTokenRequests(t *testing.T) {
+	e := start(t, nil)
+	send := func(ctype, body string) reply {
+		req, err := http.NewRequest(http.MethodPost, e.TokenEndpoint(), strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", ctype)
+		return do(t, e.HTTPClient(), req)
+	}
+	cases := []struct {
+		name, ctype, body string
+		status, code      int
+	}{
+		{"JSON body", "application/json", `{"grant_type":"client_credentials"}`, 400, 900144},
+		{"body over 1 MB", "application/x-www-form-urlencoded", "grant_type=" + strings.Repeat("a", 2<<20), 400, 900144},
+		{"bad percent-encoding", "application/x-www-form-urlencoded", "grant_type=%zz&client_id=x", 400, 900144},
+		{"empty body", "application/x-www-form-urlencoded", "", 400, 900144},
+		{"NUL in client id", "application/x-www-form-urlencoded", "grant_type=client_credentials&scope=https://x/.default&client_id=%00", 400, 700016},
+		{"client id with path syntax", "application/x-www-form-urlencoded", "grant_type=client_credentials&scope=https://x/.default&client_id=../../admin", 400, 700016},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := send(tc.ctype, tc.body)
+			if eb := decodeError(t, r.body); r.status != tc.status || eb.ErrorCodes[0] != tc.code {
+				t.Errorf("%d %s; want %d AADSTS%d", r.status, r.body, tc.status, tc.code)
+			}
+		})
+	}
+	if n := e.TotalTokenCalls(); n != len(cases) {
+		t.Errorf("TotalTokenCalls = %d, want %d", n, len(cases))
+	}
+}
