@@ -114,14 +114,22 @@ func start(t *testing.T, env []string, args ...string) *proc {
 // listenAddr waits for the startup line and returns the listen address.
 func (p *proc) listenAddr(t *testing.T) string {
 	t.Helper()
+	addr, _ := p.listenAddrs(t)
+	return addr
+}
+
+// listenAddrs waits for the startup line and returns the listen address
+// and the metrics listen address.
+func (p *proc) listenAddrs(t *testing.T) (string, string) {
+	t.Helper()
 	for line := range p.lines {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "imds-proxy listening" {
-			return m["listen"].(string)
+			return m["listen"].(string), m["metricsListen"].(string)
 		}
 	}
 	t.Fatal("the proxy exited without listening")
-	return ""
+	return "", ""
 }
 
 func (p *proc) wait(t *testing.T) int {
@@ -149,8 +157,8 @@ func serverEnv(t *testing.T) []string {
 
 func TestBinaryServesOnLoopbackOnly(t *testing.T) {
 	t.Parallel()
-	p := start(t, serverEnv(t), "--proxy-port=0", "--log-level=info", "--shutdown-delay=0s", "--from-a-newer-webhook=1")
-	addr := p.listenAddr(t)
+	p := start(t, serverEnv(t), "--proxy-port=0", "--log-level=info", "--shutdown-delay=0s", "--from-a-newer-webhook=1", "--metrics-addr=127.0.0.1:0")
+	addr, metricsAddr := p.listenAddrs(t)
 	host, port, _ := net.SplitHostPort(addr)
 	if host != "127.0.0.1" {
 		t.Fatalf("listening on %s", addr)
@@ -173,6 +181,25 @@ func TestBinaryServesOnLoopbackOnly(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 400 || string(body) != `{"error":"invalid_request","error_description":"Required metadata header not specified"}` {
 		t.Fatalf("bare probe = %d %s", resp.StatusCode, body)
+	}
+
+	// The metrics listener serves /metrics and nothing else.
+	resp, err = http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "imds_proxy_build_info") || !strings.Contains(string(body), "imds_proxy_token_cache_entries") {
+		t.Fatalf("metrics listener /metrics = %d", resp.StatusCode)
+	}
+	resp, err = http.Get("http://" + metricsAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("metrics listener /readyz = %d; want 404", resp.StatusCode)
 	}
 
 	// Another loopback address on the same port must be refused: the

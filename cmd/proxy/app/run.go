@@ -49,7 +49,11 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 		defer metricsLn.Close()
 	}
 
-	logStartup(cfg, deps, ln.Addr().String())
+	metricsAddr := ""
+	if metricsLn != nil {
+		metricsAddr = metricsLn.Addr().String()
+	}
+	logStartup(cfg, deps, ln.Addr().String(), metricsAddr)
 
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
@@ -111,12 +115,13 @@ func unwrapPathError(err error) error {
 // token's claims (never the token), the authority, tenant, default client
 // id, the listener, and the UID, with a loud warning when the UID is not
 // the one proxy-init exempts.
-func logStartup(cfg *Config, deps Deps, addr string) {
+func logStartup(cfg *Config, deps Deps, addr, metricsAddr string) {
 	log := deps.Logger
 	ex := cfg.Exchange
 	kv := []any{
 		"version", version.Version,
 		"listen", addr,
+		"metricsListen", metricsAddr,
 		"authorityHost", ex.AuthorityHost,
 		"tenantID", ex.TenantID,
 		"clientID", ex.DefaultClientID,
