@@ -37,7 +37,7 @@ type emuEnv struct {
 	secrets []string
 }
 
-func newEmuEnv(t *testing.T) *emuEnv {
+func newEmuEnv(t *testing.T, mutate ...func(*Config)) *emuEnv {
 	t.Helper()
 	clock := newFakeClock()
 	emu, err := entraemu.Start(entraemu.Options{
@@ -56,12 +56,16 @@ func newEmuEnv(t *testing.T) *emuEnv {
 	env := &emuEnv{t: t, emu: emu, clock: clock, reg: prometheus.NewRegistry(), logs: &logBuffer{},
 		file: filepath.Join(t.TempDir(), "azure-identity-token")}
 	env.rotate("app")
-	src, err := New(Config{
+	cfg := Config{
 		TenantID:        emuTenant,
 		AuthorityHost:   emu.AuthorityHost(),
 		TokenFile:       env.file,
 		DefaultClientID: clientA,
-	}, Deps{Logger: env.logs.logger(), Registerer: env.reg, HTTPClient: emu.HTTPClient(), Clock: clock})
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	src, err := New(cfg, Deps{Logger: env.logs.logger(), Registerer: env.reg, HTTPClient: emu.HTTPClient(), Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,5 +340,27 @@ func TestMSALTokenFileMissing(t *testing.T) {
 	}
 	if got := env.emu.TotalTokenCalls(); got != 0 {
 		t.Errorf("token POSTs = %d, want 0", got)
+	}
+}
+
+// TestMSALClientLRU: with room for one MSAL client, alternating identities
+// rebuild clients, and each new client repeats tenant discovery once.
+func TestMSALClientLRU(t *testing.T) {
+	env := newEmuEnv(t, func(c *Config) { c.MaxIdentities = 1 })
+	env.rotate("app")
+	env.emu.AddApp(entraemu.App{ClientID: clientB, Federations: []entraemu.Federation{{Subject: "system:serviceaccount:default:app"}}})
+	reqB := Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault}
+	env.mustToken(defaultReq(vault))
+	env.mustToken(defaultReq("https://storage.azure.com")) // same client: no discovery
+	if got := env.emu.DiscoveryCalls(); got != 1 {
+		t.Fatalf("discovery GETs = %d, want 1", got)
+	}
+	env.mustToken(reqB)                                      // evicts A's client
+	env.mustToken(defaultReq("https://graph.microsoft.com")) // A again: new client
+	if got := env.emu.DiscoveryCalls(); got != 3 {
+		t.Errorf("discovery GETs = %d, want 3", got)
+	}
+	if got := env.emu.TotalTokenCalls(); got != 4 {
+		t.Errorf("token POSTs = %d, want 4", got)
 	}
 }

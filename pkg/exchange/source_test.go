@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -734,5 +735,52 @@ func TestResourceManagerFor(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("ResourceManagerFor(%q) = %q, %v; want %q, %v", tc.host, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestNegativeCacheBounded(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxEntries = 3 })
+	h.acq.respond = func(n int, c call) (acquired, error) {
+		return acquired{}, upstream(400, aadstsBody("invalid_resource", 500011, "no"))
+	}
+	for i := range 3 {
+		h.token(defaultReq(fmt.Sprintf("https://bad%d", i)))
+	}
+	h.clock.Advance(DefaultNegativeTTL) // all three expired
+	h.token(defaultReq("https://bad3")) // purges the expired ones
+	h.src.mu.Lock()
+	n := len(h.src.negative)
+	h.src.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("negative entries = %d, want 1", n)
+	}
+	for i := 4; i < 7; i++ {
+		h.token(defaultReq(fmt.Sprintf("https://bad%d", i)))
+	}
+	h.src.mu.Lock()
+	n = len(h.src.negative)
+	h.src.mu.Unlock()
+	if n > 3 {
+		t.Errorf("negative entries = %d, want <= 3", n)
+	}
+}
+
+func TestResolutionsBounded(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxEntries = 2 })
+	h.acq.respond = func(n int, c call) (acquired, error) {
+		return h.acq.issue(n, c.clientID, c.scope, map[string]any{"oid": "oid-" + c.clientID}), nil
+	}
+	for _, id := range []string{"c1", "c2", "c3"} {
+		h.mustToken(Request{Identity: Selector{Kind: SelectClientID, Value: id}, Resource: vault})
+	}
+	h.src.mu.Lock()
+	n := len(h.src.resolved)
+	h.src.mu.Unlock()
+	if n > 2 {
+		t.Errorf("resolutions = %d, want <= 2", n)
+	}
+	// A forgotten resolution is found again by trial (c3 is the newest seen).
+	if tok := h.mustToken(Request{Identity: Selector{Kind: SelectObjectID, Value: "OID-C1"}, Resource: vault}); tok.ClientID != "c1" {
+		t.Errorf("ClientID = %q", tok.ClientID)
 	}
 }
