@@ -20,7 +20,8 @@ const maxAdminBody = 1 << 20
 //	POST   /admin/fault                       set a fault (JSON Fault: latency, status, retry_after, body, drop_connection, count, client_id, scope); {} clears
 //	DELETE /admin/fault                       clear the fault
 //	GET    /admin/calls?client_id=&scope=     {"client_id","scope","calls","total","discovery","issuer_fetches","by_identity":[...]}
-//	POST   /admin/calls/reset                 set every counter to zero
+//	GET    /admin/requests                    the newest token requests (TokenRequest list, oldest first)
+//	POST   /admin/calls/reset                 set every counter to zero and empty the request log
 //	POST   /admin/token?namespace=&sa=&lifetime=1h   mint a service-account token; the body is the JWT (text/plain)
 //	GET    /admin/apps                        the registered apps
 //	POST   /admin/apps                        add or replace an app (JSON App)
@@ -41,6 +42,9 @@ func (e *Emulator) AdminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, e.CurrentFault())
 	})
 	mux.HandleFunc("GET /admin/calls", e.adminCalls)
+	mux.HandleFunc("GET /admin/requests", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, e.Requests())
+	})
 	mux.HandleFunc("POST /admin/calls/reset", func(w http.ResponseWriter, r *http.Request) {
 		e.ResetCounts()
 		writeJSON(w, http.StatusOK, map[string]int{"total": 0})

@@ -138,6 +138,56 @@ type Emulator struct {
 	instanceDiscoveryCalls int
 	issuerFetches          int
 	keyCache               map[string]*issuerKeys
+	requests               []TokenRequest // the newest maxRequestLog token requests
+}
+
+// maxRequestLog is how many token requests Requests remembers.
+const maxRequestLog = 1000
+
+// TokenRequest records one token POST, as Requests lists them. Assertion
+// fields come from an unverified parse of the client assertion (empty when
+// it does not parse); the assertion itself is never kept.
+type TokenRequest struct {
+	// Time is the emulator clock's time of the request.
+	Time time.Time `json:"time"`
+	// ClientID is the client_id as sent.
+	ClientID string `json:"client_id"`
+	// Scope is the resource scope without the OIDC scopes (the counting
+	// key).
+	Scope string `json:"scope"`
+	// AssertionIssuer, AssertionSubject and AssertionID are the
+	// assertion's "iss", "sub" and "jti".
+	AssertionIssuer  string `json:"assertion_issuer,omitempty"`
+	AssertionSubject string `json:"assertion_subject,omitempty"`
+	AssertionID      string `json:"assertion_id,omitempty"`
+	// Status is the HTTP status answered; 0 for a dropped connection or a
+	// client that left during injected latency.
+	Status int `json:"status"`
+	// ErrorCode is the AADSTS code of an error answer (0 for success and
+	// for injected faults).
+	ErrorCode int `json:"error_code,omitempty"`
+	// Fault is true when an injected fault applied.
+	Fault bool `json:"fault,omitempty"`
+}
+
+// recordRequest appends rec to the request log, dropping the oldest entry
+// when full.
+func (e *Emulator) recordRequest(rec TokenRequest) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.requests) == maxRequestLog {
+		copy(e.requests, e.requests[1:])
+		e.requests = e.requests[:maxRequestLog-1]
+	}
+	e.requests = append(e.requests, rec)
+}
+
+// Requests returns the most recent token requests (up to 1000), oldest
+// first.
+func (e *Emulator) Requests() []TokenRequest {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]TokenRequest(nil), e.requests...)
 }
 
 // callKey identifies a counter of token POSTs.
@@ -560,12 +610,14 @@ func (e *Emulator) Calls() []CallCount {
 	return out
 }
 
-// ResetCounts sets every call counter back to zero.
+// ResetCounts sets every call counter back to zero and empties the request
+// log.
 func (e *Emulator) ResetCounts() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.calls = map[callKey]int{}
 	e.totalCalls, e.discoveryCalls, e.issuerFetches, e.instanceDiscoveryCalls = 0, 0, 0, 0
+	e.requests = nil
 }
 
 // sleep waits for d, or less when the request or the emulator ends first.

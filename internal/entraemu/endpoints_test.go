@@ -240,6 +240,9 @@ func TestAdminAPI(t *testing.T) {
 		len(calls.ByIdentity) != 1 || calls.ByIdentity[0] != (CallCount{testClientID, vaultScope, 2}) {
 		t.Errorf("calls: %s (%v)", r.body, err)
 	}
+	if r := admin(t, e, "GET", "/admin/requests", ""); r.status != 200 || strings.Count(r.body, `"client_id":"`+testClientID+`"`) != 2 || !strings.Contains(r.body, `"status":503`) {
+		t.Errorf("requests: %d %s", r.status, r.body)
+	}
 	if r := admin(t, e, "POST", "/admin/calls/reset", ""); r.status != 200 || e.TotalTokenCalls() != 0 {
 		t.Errorf("reset: %d %s", r.status, r.body)
 	}

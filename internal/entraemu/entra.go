@@ -200,13 +200,24 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	fault, faulted := e.takeFaultLocked(clientID, countKey)
 	e.mu.Unlock()
 
-	if faulted && e.applyFault(w, r, fault) {
-		return
+	rec := TokenRequest{Time: e.now(), ClientID: clientID, Scope: countKey, Fault: faulted}
+	if a, err := parseAssertion(r.PostForm.Get("client_assertion")); err == nil {
+		rec.AssertionIssuer, rec.AssertionSubject = a.issuer, a.subject
+		rec.AssertionID, _, _ = a.jwt.stringClaim("jti")
+	}
+	if faulted {
+		if done, status := e.applyFault(w, r, fault); done {
+			rec.Status = status
+			e.recordRequest(rec)
+			return
+		}
 	}
 	now := e.now()
 	tenant := r.PathValue("tenant")
 	fail := func(err *aadError) {
 		e.log.Info("token request failed", "clientID", clientID, "scope", countKey, "status", err.status, "error", err.Error())
+		rec.Status, rec.ErrorCode = err.status, err.code
+		e.recordRequest(rec)
 		writeAADError(w, r, now, err)
 	}
 	switch {
@@ -266,6 +277,8 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.log.V(1).Info("token issued", "clientID", clientID, "resource", resource)
+	rec.Status = http.StatusOK
+	e.recordRequest(rec)
 	expiresIn := int64(e.lifetime/time.Second) - 1
 	if expiresIn < 1 {
 		expiresIn = 1

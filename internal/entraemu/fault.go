@@ -184,18 +184,19 @@ func (e *Emulator) takeFaultLocked(clientID, scope string) (Fault, bool) {
 	return f, true
 }
 
-// applyFault carries out f and reports whether it answered the request.
-func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) bool {
+// applyFault carries out f. It reports whether the request is finished
+// (answered, dropped or abandoned) and the status answered (0 when none).
+func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) (bool, int) {
 	if !e.sleep(r.Context(), f.Latency) {
 		// The client gave up or the emulator is closing: nothing to answer.
-		return true
+		return true, 0
 	}
 	if f.DropConnection {
 		e.dropConnection(w)
-		return true
+		return true, 0
 	}
 	if f.Status == 0 && f.Body == "" {
-		return false
+		return false, 0
 	}
 	status := f.Status
 	if status == 0 {
@@ -222,7 +223,7 @@ func (e *Emulator) applyFault(w http.ResponseWriter, r *http.Request, f Fault) b
 	default:
 		writeAADError(w, r, e.now(), faultError(status))
 	}
-	return true
+	return true, status
 }
 
 // faultError builds the AADSTS error for an injected status.

@@ -366,3 +366,44 @@ func TestHostileTokenRequests(t *testing.T) {
 		t.Errorf("TotalTokenCalls = %d, want %d", n, len(cases))
 	}
 }
+
+func TestRequestLog(t *testing.T) {
+	e := start(t, func(o *Options) {
+		o.Now = func() time.Time { return fixedNow }
+		o.Apps = append(o.Apps, App{ClientID: otherClientID})
+	})
+	tok := saToken(t, e)
+	p, err := parseJWT(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jti, _, _ := p.stringClaim("jti")
+	post(t, e, testTenant, tokenForm(testClientID, tok, vaultScope))
+	post(t, e, testTenant, tokenForm(otherClientID, tok, vaultScope))
+	e.SetFault(Fault{Status: 503, Count: 1})
+	post(t, e, testTenant, tokenForm(testClientID, "garbage", vaultScope))
+	want := []TokenRequest{
+		{Time: fixedNow, ClientID: testClientID, Scope: vaultScope, AssertionIssuer: e.IssuerURL(), AssertionSubject: testSubject, AssertionID: jti, Status: 200},
+		{Time: fixedNow, ClientID: otherClientID, Scope: vaultScope, AssertionIssuer: e.IssuerURL(), AssertionSubject: testSubject, AssertionID: jti, Status: 400, ErrorCode: 70021},
+		{Time: fixedNow, ClientID: testClientID, Scope: vaultScope, Status: 503, Fault: true},
+	}
+	got := e.Requests()
+	if len(got) != len(want) {
+		t.Fatalf("got %d requests: %+v", len(got), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("request %d\n got %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
+	for i := range maxRequestLog + 5 {
+		e.recordRequest(TokenRequest{Status: i})
+	}
+	if got := e.Requests(); len(got) != maxRequestLog || got[0].Status != 5 || got[maxRequestLog-1].Status != maxRequestLog+4 {
+		t.Errorf("ring holds %d, first %d", len(got), got[0].Status)
+	}
+	e.ResetCounts()
+	if len(e.Requests()) != 0 {
+		t.Error("ResetCounts kept the request log")
+	}
+}
