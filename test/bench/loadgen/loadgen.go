@@ -65,11 +65,10 @@ type Response struct {
 	Body []byte
 	// Header holds the raw header block when the caller asked for the body.
 	Header []byte
+	// Chunked is set for a chunked reply. Token replies must never be
+	// chunked (SPEC §3.3); /metrics may be.
+	Chunked bool
 }
-
-// errChunked is returned for a chunked reply: the proxy must always send
-// Content-Length (SPEC §3.3), so the benchmark treats chunking as a failure.
-var errChunked = errors.New("chunked response (no Content-Length)")
 
 // conn is one persistent client connection.
 type conn struct {
@@ -142,17 +141,25 @@ func readResponse(r *bufio.Reader, keepBody bool) (Response, error) {
 				return resp, fmt.Errorf("bad Content-Length %q", val)
 			}
 		case asciiEqualFold(name, "Transfer-Encoding"):
-			return resp, errChunked
+			if !asciiEqualFold(val, "chunked") {
+				return resp, fmt.Errorf("unsupported Transfer-Encoding %q", val)
+			}
+			resp.Chunked = true
 		case asciiEqualFold(name, "Connection"):
 			if asciiEqualFold(val, "close") {
 				resp.Close = true
 			}
 		}
 	}
+	resp.Header = hdr
+	if resp.Chunked {
+		body, err := readChunked(r, keepBody)
+		resp.Body = body
+		return resp, err
+	}
 	if length < 0 {
 		return resp, errors.New("response without Content-Length")
 	}
-	resp.Header = hdr
 	if keepBody {
 		resp.Body = make([]byte, length)
 		if _, err := io.ReadFull(r, resp.Body); err != nil {
@@ -164,6 +171,56 @@ func readResponse(r *bufio.Reader, keepBody bool) (Response, error) {
 		return resp, fmt.Errorf("body: %w", err)
 	}
 	return resp, nil
+}
+
+// maxChunkedBody bounds a chunked body the client is willing to read.
+const maxChunkedBody = 16 << 20
+
+// readChunked reads a chunked body and its trailer.
+func readChunked(r *bufio.Reader, keep bool) ([]byte, error) {
+	var body []byte
+	total := 0
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return body, fmt.Errorf("chunk size: %w", err)
+		}
+		sz := bytes.TrimSpace(line)
+		if i := bytes.IndexByte(sz, ';'); i >= 0 {
+			sz = sz[:i]
+		}
+		n, err := strconv.ParseInt(string(sz), 16, 32)
+		if err != nil || n < 0 {
+			return body, fmt.Errorf("bad chunk size %q", line)
+		}
+		if n == 0 {
+			for { // trailer, up to the empty line
+				line, err := r.ReadSlice('\n')
+				if err != nil {
+					return body, fmt.Errorf("trailer: %w", err)
+				}
+				if len(bytes.TrimSpace(line)) == 0 {
+					return body, nil
+				}
+			}
+		}
+		total += int(n)
+		if total > maxChunkedBody {
+			return body, fmt.Errorf("chunked body longer than %d bytes", maxChunkedBody)
+		}
+		if keep {
+			start := len(body)
+			body = append(body, make([]byte, n)...)
+			if _, err := io.ReadFull(r, body[start:]); err != nil {
+				return body, fmt.Errorf("chunk: %w", err)
+			}
+		} else if _, err := r.Discard(int(n)); err != nil {
+			return body, fmt.Errorf("chunk: %w", err)
+		}
+		if _, err := r.Discard(2); err != nil { // CRLF after the chunk
+			return body, fmt.Errorf("chunk end: %w", err)
+		}
+	}
 }
 
 func asciiEqualFold(b []byte, s string) bool {

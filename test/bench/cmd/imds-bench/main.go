@@ -324,6 +324,9 @@ func (b *bench) warmPhase(ctx context.Context) error {
 	if g.Status != 200 {
 		return fmt.Errorf("warm-up token request: status %d: %s\n%s", g.Status, g.Body, tailFile(b.env.ProxyLog))
 	}
+	if !strings.Contains(strings.ToLower(g.Header), "content-length:") {
+		r.Notes = append(r.Notes, "the proxy's token reply has no Content-Length (SPEC §3.3 wants one)")
+	}
 	if err := os.WriteFile(bodyFile, []byte(g.Body), 0o644); err != nil {
 		return err
 	}
@@ -541,7 +544,7 @@ type StartupStats struct {
 // saves their raw, benchstat-ready output beside the report.
 func (b *bench) goBenchPhase(ctx context.Context) {
 	r := b.rep
-	outDir := filepath.Join(b.root, b.cfg.outDir)
+	outDir := b.outDir()
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		r.Notes = append(r.Notes, "gobench: "+err.Error())
 		return
@@ -559,6 +562,12 @@ func (b *bench) goBenchPhase(ctx context.Context) {
 	f.Close()
 	raw, _ := os.ReadFile(r.GoBenchFile)
 	r.GoBench = parseGoBench(string(raw))
+	for _, line := range strings.Split(string(raw), "\n") {
+		if cpu, ok := strings.CutPrefix(line, "cpu: "); ok {
+			r.Machine.CPUBrand = strings.TrimSpace(cpu)
+			break
+		}
+	}
 	if err != nil {
 		r.Notes = append(r.Notes, fmt.Sprintf("gobench: %s: %v (see %s)", r.GoBenchCmd, err, r.GoBenchFile))
 	}
@@ -605,12 +614,20 @@ func tailFile(path string) string {
 	return string(b)
 }
 
+// outDir is -out, relative to the module root unless absolute.
+func (b *bench) outDir() string {
+	if filepath.IsAbs(b.cfg.outDir) {
+		return b.cfg.outDir
+	}
+	return filepath.Join(b.root, b.cfg.outDir)
+}
+
 // write prints the report and saves it (text and JSON) under outDir.
 func (b *bench) write() error {
 	r := b.rep
 	text := r.Text()
 	fmt.Print(text)
-	outDir := filepath.Join(b.root, b.cfg.outDir)
+	outDir := b.outDir()
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}

@@ -241,7 +241,11 @@ func (r *Report) Text() string {
 	cfg := r.Config
 	w("imds-proxy benchmark (make bench)")
 	w("run:      %s to %s UTC, commit %s", r.Started.Format("2006-01-02 15:04:05"), r.Finished.Format("15:04:05"), r.Commit)
-	w("machine:  Linux %s, %s, nproc %d, %s RAM, %s", r.Machine.Kernel, r.Machine.CPU, r.Machine.NProc, r.Machine.MemTotal, r.Machine.Go)
+	cpu := r.Machine.CPU
+	if r.Machine.CPUBrand != "" && r.Machine.CPUBrand != cpu {
+		cpu += " (CPUID: " + r.Machine.CPUBrand + ")"
+	}
+	w("machine:  Linux %s, %s, nproc %d, %s RAM, %s", r.Machine.Kernel, cpu, r.Machine.NProc, r.Machine.MemTotal, r.Machine.Go)
 	w("load:     1-min load average %.2f at start, %.2f at end; CPU busy with other work while the benchmark idled: %.0f%% before, %.0f%% after%s",
 		r.LoadStart, r.LoadEnd, 100*r.BackgroundBusyStart, 100*r.BackgroundBusyEnd, loadNote(r))
 	w("settings: load generator in the pod netns as UID %d, keep-alive, one request in flight per connection; %s warm-up + %s window per level;", clientUID, cfg.warmup, cfg.duration)

@@ -15,7 +15,8 @@ import (
 // Machine names the machine the figures were taken on.
 type Machine struct {
 	Kernel   string
-	CPU      string
+	CPU      string // model name from /proc/cpuinfo
+	CPUBrand string // the CPUID brand string, as go test prints it
 	NProc    int
 	MemTotal string
 	Go       string
