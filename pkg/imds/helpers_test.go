@@ -162,8 +162,18 @@ func rawRequest(t *testing.T, addr, method, target string, headers ...string) ra
 	}
 	defer c.Close()
 	var b strings.Builder
-	b.WriteString(method + " " + target + " HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n")
+	b.WriteString(method + " " + target + " HTTP/1.1\r\nConnection: close\r\n")
+	host := "Host: 169.254.169.254"
 	for _, h := range headers {
+		if strings.HasPrefix(strings.ToLower(h), "host:") {
+			host = h
+		}
+	}
+	b.WriteString(host + "\r\n")
+	for _, h := range headers {
+		if h == host {
+			continue
+		}
 		b.WriteString(h + "\r\n")
 	}
 	b.WriteString("\r\n")

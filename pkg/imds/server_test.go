@@ -166,7 +166,7 @@ func TestTokenSuccess(t *testing.T) {
 			exchange.Request{Resource: "https://vault.azure.net"}},
 		{"trailing slash and METADATA casing", "/METADATA/identity/oauth2/token/" + okQuery, nil, "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", "token_basic.golden",
 			exchange.Request{Resource: "https://vault.azure.net"}},
-		{"host header plays no part", "/metadata/identity/oauth2/token" + okQuery, []string{"X-Host-Ignored: evil.example"}, "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", "token_basic.golden",
+		{"host header plays no part", "/metadata/identity/oauth2/token" + okQuery, []string{"Host: evil.example:8080"}, "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", "token_basic.golden",
 			exchange.Request{Resource: "https://vault.azure.net"}},
 		{"large token not chunked", "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/&client_id=c&xms_cc=cp1", nil, largeToken, "token_large.golden",
 			exchange.Request{Resource: "https://management.azure.com/", Identity: exchange.Selector{Kind: exchange.SelectClientID, Value: "c"}}},
@@ -259,7 +259,7 @@ func TestPassthrough(t *testing.T) {
 		"/Metadata/instance",
 	} {
 		t.Run(target, func(t *testing.T) {
-			got := rawRequest(t, addr, "GET", target, "Metadata: true", "Connection: X-Down-Hop", "X-Down-Hop: dropped",
+			got := rawRequest(t, addr, "GET", target, "Host: evil.example", "Metadata: true", "Connection: X-Down-Hop", "X-Down-Hop: dropped",
 				"Keep-Alive: timeout=5", "Te: deflate", "Proxy-Authorization: Basic c2VjcmV0", "X-Other: kept", "User-Agent: app/1")
 			path, query, _ := strings.Cut(target, "?")
 			if got.status != http.StatusTeapot || got.body != `{"path":"`+path+`"}` {
@@ -269,6 +269,10 @@ func TestPassthrough(t *testing.T) {
 				t.Errorf("response headers not filtered: %v", got.header)
 			}
 			in := upstream.last()
+			// The outbound Host is the upstream's, whatever the client sent.
+			if in.Host != hostOf(upstream.Server) {
+				t.Errorf("upstream Host = %q", in.Host)
+			}
 			if in.URL.Path != path || in.URL.RawQuery != query {
 				t.Errorf("upstream got %s?%s", in.URL.Path, in.URL.RawQuery)
 			}
