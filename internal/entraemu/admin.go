@@ -28,6 +28,7 @@ const maxAdminBody = 1 << 20
 //	DELETE /admin/apps/{clientID}             remove an app
 //	DELETE /admin/apps/{clientID}/federations remove an app's federated credentials
 //	POST   /admin/invalid-resources?resource=&invalid=true|false   mark a resource unknown (AADSTS500011) or known
+//	POST   /admin/issuer/rotate-key           rotate the issuer signing key ({"kid": new kid}); the old key stays published
 //	GET    /admin/info                        URLs, tenant and CA of this emulator
 //
 // The admin API has no authentication: serve it only where tests reach it.
@@ -80,6 +81,14 @@ func (e *Emulator) AdminHandler() http.Handler {
 		}
 		e.SetInvalidResource(res, invalid)
 		writeJSON(w, http.StatusOK, map[string]any{"resource": res, "invalid": invalid})
+	})
+	mux.HandleFunc("POST /admin/issuer/rotate-key", func(w http.ResponseWriter, r *http.Request) {
+		kid, err := e.RotateIssuerKey()
+		if err != nil {
+			adminError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"kid": kid})
 	})
 	mux.HandleFunc("GET /admin/info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Info())

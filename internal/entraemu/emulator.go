@@ -115,8 +115,9 @@ type Emulator struct {
 	authorityBase string // "https://host[:port]"
 	issuerURL     string // "http://host[:port]"
 	pki           *pki
-	issuerKey     *rsa.PrivateKey
-	issuerKID     string
+	issuerKey     *rsa.PrivateKey // guarded by mu (RotateIssuerKey)
+	issuerKID     string          // guarded by mu
+	retiredKeys   []jwk           // guarded by mu: published after a rotation
 	tokenKey      *rsa.PrivateKey
 	tokenKID      string
 	fetchClient   *http.Client

@@ -1,6 +1,8 @@
 package entraemu
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,7 +37,31 @@ func (e *Emulator) handleIssuerDiscovery(w http.ResponseWriter, r *http.Request)
 
 // handleIssuerJWKS serves the issuer's public key.
 func (e *Emulator) handleIssuerJWKS(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, jwks{Keys: []jwk{publicJWK(&e.issuerKey.PublicKey, e.issuerKID)}})
+	e.mu.Lock()
+	keys := append([]jwk{publicJWK(&e.issuerKey.PublicKey, e.issuerKID)}, e.retiredKeys...)
+	e.mu.Unlock()
+	writeJSON(w, http.StatusOK, jwks{Keys: keys})
+}
+
+// RotateIssuerKey replaces the issuer's signing key with a fresh RSA 2048
+// key, as a cluster rotating its service-account key does. The JWKS keeps
+// publishing the previous key, so tokens minted before still verify; tokens
+// minted after carry the new kid, which makes the token endpoint refetch the
+// JWKS. It returns the new kid.
+func (e *Emulator) RotateIssuerKey() (string, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", err
+	}
+	kid, err := keyID(&k.PublicKey)
+	if err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.retiredKeys = []jwk{publicJWK(&e.issuerKey.PublicKey, e.issuerKID)}
+	e.issuerKey, e.issuerKID = k, kid
+	return kid, nil
 }
 
 // TokenSpec describes a token for MintToken. Zero fields take the defaults
@@ -123,11 +149,13 @@ func (e *Emulator) MintToken(spec TokenSpec) (string, error) {
 	if lifetime == 0 {
 		lifetime = time.Hour
 	}
-	kid := spec.KeyID
-	if kid == "" {
-		kid = e.issuerKID
+	e.mu.Lock()
+	key, kid := e.issuerKey, e.issuerKID
+	e.mu.Unlock()
+	if spec.KeyID != "" {
+		kid = spec.KeyID
 	}
-	return signRS256(e.issuerKey, kid, nil, saClaims{
+	return signRS256(key, kid, nil, saClaims{
 		Aud:  aud,
 		Exp:  iat.Add(lifetime).Unix(),
 		Iat:  iat.Unix(),

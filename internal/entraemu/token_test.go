@@ -407,3 +407,33 @@ func TestRequestLog(t *testing.T) {
 		t.Error("ResetCounts kept the request log")
 	}
 }
+
+func TestIssuerKeyRotation(t *testing.T) {
+	e := start(t, func(o *Options) { o.EnableAdmin = true })
+	before := saToken(t, e)
+	if r := post(t, e, testTenant, tokenForm(testClientID, before, vaultScope)); r.status != 200 {
+		t.Fatal(r.body)
+	}
+	r := admin(t, e, "POST", "/admin/issuer/rotate-key", "")
+	var rot struct{ Kid string }
+	if err := json.Unmarshal([]byte(r.body), &rot); err != nil || r.status != 200 || rot.Kid == "" {
+		t.Fatalf("rotate: %d %s", r.status, r.body)
+	}
+	after := saToken(t, e)
+	p, err := parseJWT(after)
+	if err != nil || p.header.Kid != rot.Kid {
+		t.Fatalf("new token kid %q, want %q (%v)", p.header.Kid, rot.Kid, err)
+	}
+	for name, tok := range map[string]string{"new key": after, "old key": before} {
+		if r := post(t, e, testTenant, tokenForm(testClientID, tok, vaultScope)); r.status != 200 {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	if n := e.IssuerFetches(); n != 2 {
+		t.Errorf("IssuerFetches = %d, want 2 (the new kid refetches once)", n)
+	}
+	r = get(t, e, e.IssuerURL()+"/openid/v1/jwks")
+	if strings.Count(r.body, `"kid"`) != 2 {
+		t.Errorf("JWKS after rotation: %s", r.body)
+	}
+}
