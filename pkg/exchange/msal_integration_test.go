@@ -303,6 +303,11 @@ func TestMSALIntegrationInvalidResourceAndThrottle(t *testing.T) {
 	if !errors.As(err, &xe) || xe.Reason != ReasonThrottled || xe.RetryAfter != 25*time.Second {
 		t.Fatalf("throttled: %v (retry after %v)", err, xe.RetryAfter)
 	}
+	// The throttle is remembered for its Retry-After: no POST meanwhile.
+	if _, err := env.token(defaultReq(vault)); ReasonOf(err) != ReasonThrottled || env.emu.TotalTokenCalls() != 2 {
+		t.Fatalf("remembered throttle: %v, POSTs %d", err, env.emu.TotalTokenCalls())
+	}
+	env.clock.Advance(25 * time.Second)
 	env.emu.SetFault(entraemu.Fault{Status: 200, Body: entraemu.FaultBodyGarbage, Count: 1})
 	_, err = env.token(defaultReq(vault))
 	if ReasonOf(err) != ReasonUnavailable {

@@ -81,6 +81,8 @@ type entry struct {
 	elem        *list.Element
 }
 
+// negativeEntry remembers a failure for a key: a permanent one for
+// NegativeTTL, a throttling answer for its Retry-After.
 type negativeEntry struct {
 	err   *Error
 	until time.Time
@@ -239,6 +241,24 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 	}
 	if n, ok := s.negative[k]; ok {
 		if now.Before(n.until) {
+			if n.err.Reason == ReasonThrottled {
+				// Entra asked us to wait: serve the cached token if it is
+				// still inside the stale grace, else pass on the wait left.
+				if e != nil && s.staleServableLocked(e, now) {
+					if !trial {
+						s.touchLocked(e, now)
+					}
+					tok := e.tok
+					s.mu.Unlock()
+					s.m.cacheRequests.WithLabelValues(resultStale).Inc()
+					return tok, nil
+				}
+				s.mu.Unlock()
+				s.m.cacheRequests.WithLabelValues(resultNegative).Inc()
+				xe := *n.err
+				xe.RetryAfter = max(n.until.Sub(now).Round(time.Second), time.Second)
+				return Token{}, &xe
+			}
 			s.mu.Unlock()
 			// A new projected token may match a federation the old one
 			// did not: a change of the file clears the negative cache
@@ -420,11 +440,21 @@ func (s *Source) recordFailure(k cacheKey, xerr *Error, now time.Time) {
 	if e := s.entries[k]; e != nil && !permanent(xerr) {
 		e.lastFailure = now
 	}
-	if permanent(xerr) {
+	ttl := time.Duration(0)
+	switch {
+	case permanent(xerr):
+		ttl = s.cfg.NegativeTTL
+	case xerr.Reason == ReasonThrottled:
+		// Honour Retry-After for this key instead of asking again at
+		// once: Entra answers repeated requests with loop detection
+		// (AADSTS50196, imds-protocol.md §6.5).
+		ttl = xerr.RetryAfter
+	}
+	if ttl > 0 {
 		if len(s.negative) >= s.cfg.MaxEntries {
 			s.purgeNegativeLocked(now)
 		}
-		s.negative[k] = negativeEntry{err: xerr, until: now.Add(s.cfg.NegativeTTL)}
+		s.negative[k] = negativeEntry{err: xerr, until: now.Add(ttl)}
 	}
 }
 

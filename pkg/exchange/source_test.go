@@ -784,3 +784,45 @@ func TestResolutionsBounded(t *testing.T) {
 		t.Errorf("ClientID = %q", tok.ClientID)
 	}
 }
+
+// TestThrottleRemembered: after a 429, the key is not asked again until
+// Retry-After has passed; the cached token is served meanwhile if it can
+// be, else the remaining wait is passed on.
+func TestThrottleRemembered(t *testing.T) {
+	h := newHarness(t, nil)
+	h.acq.respond = func(n int, c call) (acquired, error) {
+		return acquired{}, upstream(429, aadstsBody("temporarily_unavailable", 90055, "slow down"), "Retry-After", "20")
+	}
+	_, err := h.token(defaultReq(vault))
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Reason != ReasonThrottled || xe.RetryAfter != 20*time.Second {
+		t.Fatalf("err = %v", err)
+	}
+	h.clock.Advance(7 * time.Second)
+	_, err = h.token(defaultReq(vault))
+	if !errors.As(err, &xe) || xe.Reason != ReasonThrottled || xe.RetryAfter != 13*time.Second {
+		t.Fatalf("remembered: %v (retry after %v)", err, xe.RetryAfter)
+	}
+	if h.acq.count() != 1 {
+		t.Fatalf("exchanges = %d, want 1", h.acq.count())
+	}
+	h.clock.Advance(13 * time.Second)
+	h.acq.respond = nil
+	first := h.mustToken(defaultReq(vault))
+	if h.acq.count() != 2 {
+		t.Fatalf("exchanges = %d, want 2", h.acq.count())
+	}
+	// With a token cached: a throttled refresh leaves it served.
+	h.acq.respond = func(n int, c call) (acquired, error) {
+		return acquired{}, upstream(429, "", "Retry-After", "25")
+	}
+	h.clock.Advance(52 * time.Minute)
+	for range 3 {
+		if tok := h.mustToken(defaultReq(vault)); tok.AccessToken != first.AccessToken {
+			t.Fatal("throttled: cached token not served")
+		}
+	}
+	if h.acq.count() != 3 {
+		t.Errorf("exchanges = %d, want 3", h.acq.count())
+	}
+}
