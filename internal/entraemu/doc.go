@@ -8,7 +8,8 @@
 //     HTTPClient) serving the Entra tenant discovery document
 //     (GET /{tenant}/v2.0/.well-known/openid-configuration), the token
 //     endpoint (POST /{tenant}/oauth2/v2.0/token, client-credentials grant
-//     with a JWT client assertion), the token-signing JWKS, and the few
+//     with a JWT client assertion), the token-signing JWKS, MSAL's instance
+//     discovery (GET /common/discovery/instance), and the few
 //     Azure Resource Manager answers the Azure CLI needs after a managed
 //     identity login (empty subscription and tenant listings, cloud
 //     metadata);
@@ -25,9 +26,11 @@
 // one of the app's federated credentials matches issuer, audience and
 // subject. Failures answer Entra-shaped AADSTS JSON bodies with Entra's HTTP
 // statuses; success answers a signed JWT access token for the requested
-// resource. Calls are counted per (client id, scope), and faults (latency,
-// 5xx, 429 with Retry-After, garbage or HTML bodies, dropped connections) can
-// be injected for the next N token requests or until cleared.
+// resource. Calls are counted per (client id, scope) and the newest token
+// requests are logged (Requests); faults (latency, 5xx, 429 with
+// Retry-After, garbage or HTML bodies, dropped connections) can be injected
+// for the next N token requests, optionally of one client id and scope, or
+// until cleared; the issuer key can be rotated (RotateIssuerKey).
 //
 // The package reads no environment variables and keeps no global state; each
 // Emulator is independent and safe for concurrent use.
