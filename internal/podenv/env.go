@@ -526,7 +526,11 @@ func (e *Env) Home(uid int) (string, error) {
 // ShellCommand is the command line that opens a shell in the pod as uid
 // (printed by the sandbox).
 func (e *Env) ShellCommand(uid int) string {
-	return strings.Join(netnsExec(e.Pod, uid, "env", "-i", "PATH="+safePath, "HOME=/tmp", "TERM=xterm", "bash", "--norc"), " ")
+	home, err := e.Home(uid)
+	if err != nil {
+		home = "/tmp"
+	}
+	return strings.Join(netnsExec(e.Pod, uid, "env", "-i", "PATH="+safePath, "HOME="+home, "TERM=xterm", "bash", "--norc"), " ")
 }
 
 // IMDSRequests returns the requests the fake real IMDS in the node
