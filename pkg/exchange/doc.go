@@ -26,7 +26,8 @@
 // a cached token is served until Config.StaleGrace before its expiry.
 // Permanent failures (unknown application, no matching federated
 // credential, invalid resource) are remembered for Config.NegativeTTL, and
-// forgotten at once when the token file changes.
+// forgotten at once when the token file changes; a throttling answer is
+// remembered for its Retry-After.
 //
 // # Identities
 //

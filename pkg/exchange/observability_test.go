@@ -280,3 +280,27 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 		t.Errorf("log carries a secret:\n%s", logs)
 	}
 }
+
+// TestRunReturnsDuringRefresh: cancelling Run's context aborts an
+// in-flight refresh instead of waiting for ExchangeTimeout.
+func TestRunReturnsDuringRefresh(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.TickInterval = time.Millisecond; c.ExchangeTimeout = time.Hour })
+	h.mustToken(defaultReq(vault))
+	h.acq.block = make(chan struct{}) // the refresh never gets an answer
+	h.clock.Advance(31 * time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.src.Run(ctx) }()
+	for h.acq.count() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	// The old token is still there.
+	h.acq.block = nil
+	if h.src.cacheLen() != 1 {
+		t.Error("cache lost its entry")
+	}
+}

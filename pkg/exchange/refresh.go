@@ -83,10 +83,12 @@ func (s *Source) Tick(ctx context.Context) {
 }
 
 // refresh renews one entry through the same singleflight as foreground
-// misses, so a concurrent miss and a refresh make one Entra call.
+// misses, so a concurrent miss and a refresh make one Entra call. Unlike a
+// foreground exchange it stays bound to ctx, so Run returns promptly when
+// the proxy shuts down.
 func (s *Source) refresh(ctx context.Context, k cacheKey, seen uint64) {
 	_, err, _ := s.sf.Do(k.flightKey(), func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ExchangeTimeout)
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.ExchangeTimeout)
 		defer cancel()
 		return s.fetch(fctx, k, seen)
 	})

@@ -68,7 +68,9 @@ type entry struct {
 	// lastUsed is when the token was last handed out (or fetched).
 	lastUsed time.Time
 	// served is true when the token was handed out since it was fetched;
-	// only such entries are refreshed ahead.
+	// only such entries are refreshed ahead. The request that caused a
+	// foreground fetch counts (it was handed the token); a background
+	// refresh resets it.
 	served bool
 	// lastForced is when a forced fetch was last granted for this key.
 	lastForced time.Time
