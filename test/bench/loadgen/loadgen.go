@@ -242,6 +242,24 @@ func asciiEqualFold(b []byte, s string) bool {
 	return true
 }
 
+// Conn is a persistent connection that sends one Target again and again.
+type Conn struct{ c *conn }
+
+// Dial opens a persistent connection for t.
+func Dial(ctx context.Context, t Target) (*Conn, error) {
+	c, err := dial(ctx, t, t.request(false))
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{c}, nil
+}
+
+// Do sends the request and reads the reply, discarding the body.
+func (c *Conn) Do() (Response, error) { return c.c.roundTrip(false) }
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.c.c.Close() }
+
 // Get sends one request on a fresh connection and returns the full reply.
 func Get(ctx context.Context, t Target, timeout time.Duration) (Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
