@@ -428,14 +428,13 @@ func (s *Source) classify(err error, k cacheKey) *Error {
 // recordFailure logs a failed exchange (raw upstream text goes here, never
 // to the client) and remembers permanent failures.
 func (s *Source) recordFailure(k cacheKey, xerr *Error, now time.Time) {
-	kv := []any{"clientID", k.clientID, "scope", k.scope, "reason", xerr.Reason.String(), "code", xerr.Code, "detail", xerr.Detail}
+	// xerr's text is Reason, Code, Detail and the redacted cause.
+	kv := []any{"clientID", k.clientID, "scope", k.scope, "reason", xerr.Reason.String(), "code", xerr.Code}
 	var up *upstreamError
 	if errors.As(xerr.Err, &up) {
 		kv = append(kv, "status", up.Status, "body", redact(string(up.Body)))
-	} else if xerr.Err != nil {
-		kv = append(kv, "cause", redact(xerr.Err.Error()))
 	}
-	s.log.Error(nil, "token exchange failed", kv...)
+	s.log.Error(xerr, "token exchange failed", kv...)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
