@@ -72,6 +72,18 @@ build_bin() {
 		-o "$2" "$1")
 }
 
+# remove_rootfs DIR: deletes a (possibly half-made) root filesystem. An
+# interrupted debootstrap can leave /proc or /sys mounted inside it: unmount
+# those first and never cross into another file system.
+remove_rootfs() {
+	local dir=$1 mnt
+	[ -e "$dir" ] || return 0
+	while read -r mnt; do
+		umount -l "$mnt" 2>/dev/null || true
+	done < <(awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+	rm -rf --one-file-system "$dir"
+}
+
 # ensure_rootfs NAME PACKAGES: prints the path of a debootstrapped minbase root
 # filesystem with PACKAGES, creating it when missing or made with other
 # arguments. Concurrent builds serialise on a lock in the cache directory.
@@ -89,10 +101,16 @@ ensure_rootfs() {
 	fi
 	need debootstrap
 	log "creating $dir: $want"
-	rm -rf "$dir" "$dir.tmp" "$stamp"
+	remove_rootfs "$dir"
+	remove_rootfs "$dir.tmp"
+	rm -f "$stamp"
 	local start=$SECONDS
-	debootstrap --variant=minbase --include="$pkgs" "$DEBIAN_SUITE" "$dir.tmp" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 ||
-		{ tail -n 30 "$work/debootstrap.log" >&2; rm -rf "$dir.tmp"; die "debootstrap failed"; }
+	# --cache-dir keeps the downloaded packages, so a second root filesystem
+	# (the test client's) downloads only what the first did not.
+	mkdir -p "$CACHE/debs"
+	debootstrap --variant=minbase --include="$pkgs" --cache-dir="$CACHE/debs" \
+		"$DEBIAN_SUITE" "$dir.tmp" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 ||
+		{ tail -n 30 "$work/debootstrap.log" >&2; remove_rootfs "$dir.tmp"; die "debootstrap failed"; }
 	# Package caches and lists only make the image bigger.
 	rm -rf "$dir.tmp"/var/cache/apt/archives/*.deb "$dir.tmp"/var/lib/apt/lists/*
 	mv "$dir.tmp" "$dir"
