@@ -14,6 +14,11 @@ import (
 	msalerrors "github.com/AzureAD/microsoft-authentication-library-for-go/apps/errors"
 )
 
+var (
+	_ acquirer            = (*msalAcquirer)(nil)
+	_ cache.ExportReplace = noTokenCache{}
+)
+
 // msalConfig configures the MSAL-backed acquirer.
 type msalConfig struct {
 	authority         string

@@ -3,6 +3,8 @@ package exchange
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -367,5 +369,62 @@ func TestMSALClientLRU(t *testing.T) {
 	}
 	if got := env.emu.TotalTokenCalls(); got != 4 {
 		t.Errorf("token POSTs = %d, want 4", got)
+	}
+}
+
+// rotatingTransport rotates the token file after the first token POST, the
+// way kubelet may replace an expired projected token between two attempts.
+type rotatingTransport struct {
+	base   http.RoundTripper
+	once   sync.Once
+	rotate func()
+}
+
+func (rt *rotatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := rt.base.RoundTrip(r)
+	if strings.HasSuffix(r.URL.Path, "/oauth2/v2.0/token") {
+		rt.once.Do(rt.rotate)
+	}
+	return resp, err
+}
+
+// TestMSALExpiredAssertionRetry: AADSTS700024 makes one more attempt with a
+// re-read token file; if the file is still expired, the answer is
+// ReasonAssertionRejected.
+func TestMSALExpiredAssertionRetry(t *testing.T) {
+	for _, rotated := range []bool{true, false} {
+		t.Run(fmt.Sprintf("rotated=%v", rotated), func(t *testing.T) {
+			env := newEmuEnv(t)
+			expired, err := env.emu.MintToken(entraemu.TokenSpec{Namespace: "default", ServiceAccount: "app",
+				IssuedAt: env.clock.Now().Add(-2 * time.Hour), Lifetime: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(env.file, []byte(expired), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			hc := env.emu.HTTPClient()
+			hc.Transport = &rotatingTransport{base: hc.Transport, rotate: func() {
+				if rotated {
+					env.rotate("app")
+				}
+			}}
+			src, err := New(Config{TenantID: emuTenant, AuthorityHost: env.emu.AuthorityHost(), TokenFile: env.file, DefaultClientID: clientA},
+				Deps{Registerer: prometheus.NewRegistry(), HTTPClient: hc, Clock: env.clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = src.Token(context.Background(), defaultReq(vault))
+			if rotated && err != nil {
+				t.Fatalf("retry with the rotated file failed: %v", err)
+			}
+			var xe *Error
+			if !rotated && (!errors.As(err, &xe) || xe.Reason != ReasonAssertionRejected || xe.Code != "AADSTS700024") {
+				t.Fatalf("err = %v, want AssertionRejected AADSTS700024", err)
+			}
+			if got := env.calls(clientA, vaultSc); got != 2 {
+				t.Errorf("token POSTs = %d, want 2", got)
+			}
+		})
 	}
 }
