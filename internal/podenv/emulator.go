@@ -9,11 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
@@ -48,17 +46,7 @@ func (e *Env) startEmulator(ctx context.Context) error {
 	if e.opts.TokenLifetime > 0 {
 		args = append(args, "--token-lifetime="+e.opts.TokenLifetime.String())
 	}
-	logf, err := os.OpenFile(e.EmulatorLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	argv := netnsExec(e.Node, -1, args...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = []string{"PATH=" + safePath}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p, err := startProcess(cmd)
+	p, err := spawn(netnsExec(e.Node, -1, args...), []string{"PATH=" + safePath}, e.EmulatorLog)
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)
 	}

@@ -373,35 +373,43 @@ func (e *Env) proxyArgv(extra ...string) []string {
 // answers 200. It fails if the proxy is already running or exits first.
 func (e *Env) StartProxy(ctx context.Context) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return errors.New("podenv: environment closed")
-	}
-	if e.proxy != nil && !e.proxy.exited() {
+	if e.closed || e.proxy != nil && !e.proxy.exited() {
+		closed := e.closed
+		e.mu.Unlock()
+		if closed {
+			return errors.New("podenv: environment closed")
+		}
 		return errors.New("podenv: proxy already running")
 	}
-	logf, err := os.OpenFile(e.ProxyLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := spawn(e.proxyArgv(), e.ProxyEnv(), e.ProxyLog)
 	if err != nil {
-		return err
-	}
-	defer logf.Close() // the child holds its own copy
-	argv := e.proxyArgv()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = e.ProxyEnv()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a Ctrl-C at the terminal reaches us, and we
-	// stop the proxy in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p, err := startProcess(cmd)
-	if err != nil {
+		e.mu.Unlock()
 		return fmt.Errorf("start proxy: %w", err)
 	}
 	e.proxy = p
+	e.mu.Unlock()
+	// Wait without the lock, so Close (a signal handler) is not held up.
 	if err := e.waitReady(ctx, p); err != nil {
 		p.stop(time.Second)
 		return err
 	}
 	return nil
+}
+
+// spawn starts argv with env, its output appended to logPath, in a
+// process group of its own: a Ctrl-C at the terminal reaches only us, and
+// we stop our children in order.
+func spawn(argv, env []string, logPath string) (*process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child holds its own copy
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return startProcess(cmd)
 }
 
 // waitReady polls the proxy's /readyz from inside the pod until it answers
