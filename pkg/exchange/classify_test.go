@@ -217,3 +217,45 @@ func TestRedact(t *testing.T) {
 		t.Errorf("redact did not bound the length: %d", len(got))
 	}
 }
+
+func TestRetryAfter(t *testing.T) {
+	cases := map[string]time.Duration{
+		"":                              defaultRetryAfter,
+		"7":                             7 * time.Second,
+		" 7 ":                           7 * time.Second,
+		"25":                            25 * time.Second,
+		"26":                            25 * time.Second,
+		"0":                             time.Second,
+		"-1":                            defaultRetryAfter,
+		"9223372036854775807":           defaultRetryAfter,
+		"99999999999999999999999":       defaultRetryAfter,
+		"1.5":                           defaultRetryAfter,
+		"0x10":                          defaultRetryAfter,
+		"Tue, 24 Nov 2026 03:00:10 GMT": 10 * time.Second,
+		"Tue, 24 Nov 2026 02:00:00 GMT": time.Second,
+		"Fri, 31 Dec 9999 23:59:59 GMT": maxRetryAfter,
+		"Tuesday":                       defaultRetryAfter,
+		"\x00\xff":                      defaultRetryAfter,
+	}
+	for v, want := range cases {
+		h := http.Header{}
+		if v != "" {
+			h["Retry-After"] = []string{v}
+		}
+		if got := retryAfter(h, t0); got != want {
+			t.Errorf("retryAfter(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+func FuzzRetryAfter(f *testing.F) {
+	for _, s := range []string{"7", "-1", "Tue, 24 Nov 2026 03:00:10 GMT", "1e9", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got := retryAfter(http.Header{"Retry-After": {v}}, t0)
+		if got < time.Second || got > maxRetryAfter {
+			t.Fatalf("retryAfter(%q) = %v out of [1s, 25s]", v, got)
+		}
+	})
+}
