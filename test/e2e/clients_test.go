@@ -277,7 +277,6 @@ func pythonScenario(py, script, name string, id clientIdentity, scope, resource 
 // runClientScenario runs one client program in the pod and checks what it
 // printed against the emulator's and the proxy's counters.
 func runClientScenario(t *testing.T, env *podenv.Env, sc clientScenario) {
-	t.Helper()
 	if n := podenvtest.Calls(t, env, sc.id.clientID, sc.scope); n != 0 {
 		t.Fatalf("emulator already counted %d token calls for %s %q before the client ran", n, sc.id.clientID, sc.scope)
 	}
