@@ -62,7 +62,7 @@ func TestVerdicts(t *testing.T) {
 			steady("proxy", 64, 9500, 12*time.Millisecond), steady("limit", 64, 10000, 10*time.Millisecond),
 			steady("proxy", 64, 1000, 99*time.Millisecond), steady("limit", 64, 10000, 10*time.Millisecond),
 		},
-		Stampede: []StampedeRun{{EntraCalls: 1, Result: loadgen.StampedeResult{N: 500, Status: map[int]int{200: 500},
+		Stampede: []StampedeRun{{Kind: stampedeFresh, EntraCalls: 1, Result: loadgen.StampedeResult{N: 500, Status: map[int]int{200: 500},
 			Latency: loadgen.Percentiles{P99: 70 * time.Millisecond}}}},
 		RSSAfterLoad: 21 << 20,
 		Startup:      &StartupResult{Ready: StartupStats{N: 3, Median: 4 * time.Millisecond}},

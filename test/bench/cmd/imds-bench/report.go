@@ -68,6 +68,8 @@ type SteadyRun struct {
 
 // StampedeRun is one cold stampede against a fresh proxy.
 type StampedeRun struct {
+	Kind       string // stampedeFresh or stampedeWarmClient
+	Resource   string
 	Result     loadgen.StampedeResult
 	EntraCalls int
 }
@@ -178,20 +180,26 @@ func (r *Report) verdicts() []Verdict {
 	} else {
 		v = append(v, Verdict{"warm throughput / p99 vs limit", "not measured", "n/a"})
 	}
-	if len(r.Stampede) > 0 {
-		calls := make([]string, 0, len(r.Stampede))
+	var fresh []StampedeRun
+	for _, s := range r.Stampede {
+		if s.Kind == stampedeFresh {
+			fresh = append(fresh, s)
+		}
+	}
+	if len(fresh) > 0 {
+		calls := make([]string, 0, len(fresh))
 		allOne := true
 		var over []float64
-		for _, s := range r.Stampede {
+		for _, s := range fresh {
 			calls = append(calls, fmt.Sprint(s.EntraCalls))
 			allOne = allOne && s.EntraCalls == targetStampedeCalls && s.Result.Status[200] == s.Result.N
 			over = append(over, float64(s.Result.Latency.P99-r.Config.entraLatency))
 		}
 		med := time.Duration(median(over))
-		v = append(v, Verdict{fmt.Sprintf("stampede of %d: exactly 1 Entra call, all 200", r.Stampede[0].Result.N),
-			"calls per run: " + strings.Join(calls, ", "), pass(allOne)})
+		v = append(v, Verdict{fmt.Sprintf("stampede of %d: exactly 1 Entra call, all 200", fresh[0].Result.N),
+			"calls per fresh-proxy run: " + strings.Join(calls, ", "), pass(allOne)})
 		v = append(v, Verdict{"stampede p99 within 30 ms of Entra answer time",
-			fmt.Sprintf("p99 - %s = %s (median of %d runs)", ms(r.Config.entraLatency), ms(med), len(r.Stampede)), pass(med <= targetStampedeOver)})
+			fmt.Sprintf("p99 - %s = %s (fresh proxy, median of %d runs)", ms(r.Config.entraLatency), ms(med), len(fresh)), pass(med <= targetStampedeOver)})
 	} else {
 		v = append(v, Verdict{"stampede", "not measured", "n/a"})
 	}
@@ -271,15 +279,17 @@ func (r *Report) Text() string {
 	w(" allocs/req: the proxy's heap allocations per reply in the real server, net/http included, go_memstats_mallocs_total)")
 	w("")
 	if len(r.Stampede) > 0 {
-		w("Cold stampede: %d simultaneous first requests (one identity, resource %s) against a freshly started proxy; Entra answers after %s",
-			r.Stampede[0].Result.N, stampedeResource, cfg.entraLatency)
-		w("%-4s %11s %-10s %6s %11s %11s %11s %11s %12s %12s", "run", "Entra calls", "statuses", "tokens", "first", "p50", "p99", "max", "p99 - Entra", "p99 - first")
+		w("Cold stampede: %d simultaneous first requests for one identity and resource; Entra (the emulator) answers token POSTs after %s",
+			r.Stampede[0].Result.N, cfg.entraLatency)
+		w("%-4s %-28s %-26s %5s %-9s %6s %10s %10s %10s %10s %11s %11s", "run", "kind", "resource", "Entra", "statuses", "tokens", "first", "p50", "p99", "max", "p99-Entra", "p99-first")
 		for i, s := range r.Stampede {
 			l := s.Result.Latency
-			w("%-4d %11d %-10s %6d %11s %11s %11s %11s %12s %12s", i+1, s.EntraCalls, statuses(s.Result), s.Result.DistinctTokens,
+			w("%-4d %-28s %-26s %5d %-9s %6d %10s %10s %10s %10s %11s %11s", i/2+1, s.Kind, s.Resource, s.EntraCalls, statuses(s.Result), s.Result.DistinctTokens,
 				ms(l.Min), ms(l.P50), ms(l.P99), ms(l.Max), ms(l.P99-cfg.entraLatency), ms(l.P99-l.Min))
 		}
-		w("(first: the earliest reply = the cold exchange, tenant discovery and TLS to Entra included; p99 - first: fanning the one token out to the waiters)")
+		w("(fresh proxy: restarted, empty cache, so the first exchange also builds the MSAL client, fetches tenant discovery and opens TLS to Entra;")
+		w(" new resource: right after, on the same proxy, a second resource: only the token POST is cold. first: the earliest reply;")
+		w(" p99-first: fanning the one token out to the other waiters. Entra: token POSTs the emulator counted for that identity and resource)")
 		w("")
 	}
 	w("Resources")
