@@ -9,19 +9,19 @@ import (
 // public cloud.
 const publicResourceManager = "https://management.azure.com/"
 
-// resourceManagers maps the Entra hosts of the national clouds to their
-// Resource Manager endpoints (azure-sdk-for-go azcore/cloud configurations,
-// az cloud show).
-var resourceManagers = map[string]string{
-	"login.microsoftonline.com":        publicResourceManager,
-	"login.microsoft.com":              publicResourceManager,
-	"login.windows.net":                publicResourceManager,
-	"sts.windows.net":                  publicResourceManager,
-	"login.microsoftonline.us":         "https://management.usgovcloudapi.net/",
-	"login-us.microsoftonline.com":     "https://management.usgovcloudapi.net/",
-	"login.usgovcloudapi.net":          "https://management.usgovcloudapi.net/",
-	"login.chinacloudapi.cn":           "https://management.chinacloudapi.cn/",
-	"login.partner.microsoftonline.cn": "https://management.chinacloudapi.cn/",
+// resourceManager maps the Entra host of a national cloud to its Resource
+// Manager endpoint (azure-sdk-for-go azcore/cloud configurations, az cloud
+// show), "" when unknown.
+func resourceManager(host string) string {
+	switch strings.ToLower(host) {
+	case "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net":
+		return publicResourceManager
+	case "login.microsoftonline.us", "login-us.microsoftonline.com", "login.usgovcloudapi.net":
+		return "https://management.usgovcloudapi.net/"
+	case "login.chinacloudapi.cn", "login.partner.microsoftonline.cn":
+		return "https://management.chinacloudapi.cn/"
+	}
+	return ""
 }
 
 // ResourceManagerFor returns the Resource Manager endpoint of the cloud an
@@ -33,9 +33,8 @@ func ResourceManagerFor(authorityHost string) (string, bool) {
 	if err != nil {
 		return publicResourceManager, false
 	}
-	rm, ok := resourceManagers[strings.ToLower(u.Hostname())]
-	if !ok {
-		return publicResourceManager, false
+	if rm := resourceManager(u.Hostname()); rm != "" {
+		return rm, true
 	}
-	return rm, true
+	return publicResourceManager, false
 }

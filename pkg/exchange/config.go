@@ -178,22 +178,18 @@ func authorityURL(host, tenant string) (string, error) {
 	return strings.TrimSuffix(host, "/") + "/" + tenant, nil
 }
 
-// knownCloudHosts are the Entra hosts MSAL Go trusts without instance
-// discovery (MSAL Go v1.10.1 apps/internal/oauth/ops/authority
-// aadTrustedHostList).
-var knownCloudHosts = map[string]bool{
-	"login.microsoftonline.com":        true,
-	"login.microsoft.com":              true,
-	"login.windows.net":                true,
-	"sts.windows.net":                  true,
-	"login.microsoftonline.us":         true,
-	"login-us.microsoftonline.com":     true,
-	"login.usgovcloudapi.net":          true,
-	"login.chinacloudapi.cn":           true,
-	"login.partner.microsoftonline.cn": true,
-	"login.microsoftonline.de":         true,
-	"login.sovcloud-identity.fr":       true,
-	"login.sovcloud-identity.de":       true,
+// knownCloudHost reports whether host is one of the Entra hosts MSAL Go
+// trusts without instance discovery (MSAL Go v1.10.1
+// apps/internal/oauth/ops/authority aadTrustedHostList).
+func knownCloudHost(host string) bool {
+	switch strings.ToLower(host) {
+	case "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net",
+		"login.microsoftonline.us", "login-us.microsoftonline.com", "login.usgovcloudapi.net",
+		"login.chinacloudapi.cn", "login.partner.microsoftonline.cn", "login.microsoftonline.de",
+		"login.sovcloud-identity.fr", "login.sovcloud-identity.de":
+		return true
+	}
+	return false
 }
 
 // instanceDiscovery reports whether MSAL's instance discovery (authority
@@ -213,5 +209,5 @@ func instanceDiscovery(authorityHost string) bool {
 	if err != nil {
 		return false
 	}
-	return knownCloudHosts[strings.ToLower(u.Hostname())]
+	return knownCloudHost(u.Hostname())
 }

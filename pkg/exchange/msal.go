@@ -144,10 +144,8 @@ func fromMSALError(err error) error {
 // otherwise answer a refresh from its own cache, judged by the real clock.
 type noTokenCache struct{}
 
-var emptyCache = []byte("{}")
-
 func (noTokenCache) Replace(_ context.Context, u cache.Unmarshaler, _ cache.ReplaceHints) error {
-	return u.Unmarshal(emptyCache)
+	return u.Unmarshal([]byte("{}"))
 }
 
 func (noTokenCache) Export(context.Context, cache.Marshaler, cache.ExportHints) error { return nil }
