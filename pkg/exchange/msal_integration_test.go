@@ -428,3 +428,24 @@ func TestMSALExpiredAssertionRetry(t *testing.T) {
 		})
 	}
 }
+
+// TestMSALExchangeTimeout: an Entra that does not answer within
+// ExchangeTimeout is ReasonUnavailable, and the next request tries again.
+func TestMSALExchangeTimeout(t *testing.T) {
+	env := newEmuEnv(t, func(c *Config) { c.ExchangeTimeout = 300 * time.Millisecond })
+	env.emu.SetFault(entraemu.Fault{Latency: time.Minute, Count: 1})
+	_, err := env.token(defaultReq(vault))
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Reason != ReasonUnavailable || xe.Detail != "Entra ID did not answer within 300ms" {
+		t.Fatalf("err = %v", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("errors.Is(DeadlineExceeded) = false for %v", err)
+	}
+	if _, err := env.token(defaultReq(vault)); err != nil {
+		t.Fatalf("second attempt: %v", err)
+	}
+	if got := env.calls(clientA, vaultSc); got != 2 {
+		t.Errorf("token POSTs = %d, want 2", got)
+	}
+}
