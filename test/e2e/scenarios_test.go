@@ -34,8 +34,17 @@ func TestAppInitContainer(t *testing.T) {
 	t.Run("native sidecar started before the rules", func(t *testing.T) {
 		t.Parallel()
 		env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID, SkipInit: true})
-		if err := env.RunInit(context.Background()); err != nil {
-			t.Fatal(err)
+		if err := env.RunInit(context.Background(), "--check"); err == nil {
+			t.Errorf("proxy-init --check passed before proxy-init ran")
+		}
+		// A restarted init container runs again: same rules, still in place.
+		for range 2 {
+			if err := env.RunInit(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := env.RunInit(context.Background(), "--check"); err != nil {
+			t.Error(err)
 		}
 		checkToken(t, curlIMDS(t, env, tokenPath(vault)), wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant})
 		wantCalls(t, env, podenv.DefaultClientID, vault, 1)
