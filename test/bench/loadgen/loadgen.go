@@ -503,6 +503,10 @@ type StampedeResult struct {
 	FirstError string        `json:"first_error,omitempty"`
 	Latency    Percentiles   `json:"latency"` // write of the request to end of reply
 	Wall       time.Duration `json:"wall_ns"` // release to the last reply
+	// FirstDone is the time from the release to the earliest reply: the
+	// shortest time anyone waited for the shared work. Per-request
+	// latencies can be shorter for requests whose writer ran late.
+	FirstDone time.Duration `json:"first_done_ns"`
 	// DistinctTokens counts distinct access_token values among the 200s: a
 	// stampede served from one exchange yields exactly one.
 	DistinctTokens int `json:"distinct_tokens"`
@@ -539,6 +543,7 @@ func Stampede(ctx context.Context, cfg StampedeConfig) (StampedeResult, error) {
 		}
 	}
 	type one struct {
+		done   time.Time
 		lat    time.Duration
 		status int
 		body   string
@@ -556,14 +561,15 @@ func Stampede(ctx context.Context, cfg StampedeConfig) (StampedeResult, error) {
 			<-release
 			t0 := time.Now()
 			resp, err := conns[i].roundTrip(true)
-			out[i] = one{lat: time.Since(t0), status: resp.Status, body: string(resp.Body), err: err}
+			now := time.Now()
+			out[i] = one{done: now, lat: now.Sub(t0), status: resp.Status, body: string(resp.Body), err: err}
 		}(i)
 	}
 	ready.Wait()
-	t0 := time.Now()
+	start := time.Now()
 	close(release)
 	wg.Wait()
-	res := StampedeResult{N: cfg.N, Wall: time.Since(t0), Status: map[int]int{}}
+	res := StampedeResult{N: cfg.N, Wall: time.Since(start), Status: map[int]int{}}
 	tokens := map[string]bool{}
 	var lats []time.Duration
 	for _, o := range out {
@@ -576,6 +582,9 @@ func Stampede(ctx context.Context, cfg StampedeConfig) (StampedeResult, error) {
 		}
 		res.Status[o.status]++
 		lats = append(lats, o.lat)
+		if d := o.done.Sub(start); res.FirstDone == 0 || d < res.FirstDone {
+			res.FirstDone = d
+		}
 		if o.status == 200 {
 			var tok struct {
 				AccessToken string `json:"access_token"`

@@ -145,7 +145,8 @@ func TestStampede(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status[200] != 50 || res.Errors != 0 || res.DistinctTokens != 1 || res.Latency.N != 50 {
+	if res.Status[200] != 50 || res.Errors != 0 || res.DistinctTokens != 1 || res.Latency.N != 50 ||
+		res.FirstDone <= 0 || res.FirstDone > res.Wall {
 		t.Fatalf("result %+v", res)
 	}
 }

@@ -496,7 +496,7 @@ func (b *bench) stampedePhase(ctx context.Context) error {
 			run.Kind = k.kind
 			res := run.Result
 			logf("stampede %d (%s): %d requests, statuses %v, errors %d, Entra calls %d, distinct tokens %d, first %v p50 %v p99 %v max %v",
-				i+1, k.kind, res.N, res.Status, res.Errors, run.EntraCalls, res.DistinctTokens, res.Latency.Min, res.Latency.P50, res.Latency.P99, res.Latency.Max)
+				i+1, k.kind, res.N, res.Status, res.Errors, run.EntraCalls, res.DistinctTokens, res.FirstDone, res.Latency.P50, res.Latency.P99, res.Latency.Max)
 			b.rep.Stampede = append(b.rep.Stampede, run)
 		}
 	}

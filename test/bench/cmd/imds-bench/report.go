@@ -285,10 +285,10 @@ func (r *Report) Text() string {
 		for i, s := range r.Stampede {
 			l := s.Result.Latency
 			w("%-4d %-28s %-26s %5d %-9s %6d %10s %10s %10s %10s %11s %11s", i/2+1, s.Kind, s.Resource, s.EntraCalls, statuses(s.Result), s.Result.DistinctTokens,
-				ms(l.Min), ms(l.P50), ms(l.P99), ms(l.Max), ms(l.P99-cfg.entraLatency), ms(l.P99-l.Min))
+				ms(s.Result.FirstDone), ms(l.P50), ms(l.P99), ms(l.Max), ms(l.P99-cfg.entraLatency), ms(l.P99-s.Result.FirstDone))
 		}
 		w("(fresh proxy: restarted, empty cache, so the first exchange also builds the MSAL client, fetches tenant discovery and opens TLS to Entra;")
-		w(" new resource: right after, on the same proxy, a second resource: only the token POST is cold. first: the earliest reply;")
+		w(" new resource: right after, on the same proxy, a second resource: only the token POST is cold. first: release to the earliest reply;")
 		w(" p99-first: fanning the one token out to the other waiters. Entra: token POSTs the emulator counted for that identity and resource)")
 		w("")
 	}
