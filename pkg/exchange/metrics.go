@@ -21,11 +21,14 @@ const (
 // by construction: never a client id, object id or resource.
 type metrics struct {
 	cacheRequests *prometheus.CounterVec
-	refreshes     *prometheus.CounterVec
-	evictions     *prometheus.CounterVec
-	exchanges     *prometheus.CounterVec
-	latency       prometheus.Histogram
-	resolutions   *prometheus.CounterVec
+	// The cacheRequests children, resolved once for the hot path.
+	hit, miss, forced, stale, negative prometheus.Counter
+
+	refreshes   *prometheus.CounterVec
+	evictions   *prometheus.CounterVec
+	exchanges   *prometheus.CounterVec
+	latency     prometheus.Histogram
+	resolutions *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Source) (*metrics, error) {
@@ -57,9 +60,11 @@ func newMetrics(reg prometheus.Registerer, s *Source) (*metrics, error) {
 		}, []string{"result"}),
 	}
 	// Pre-create the series so dashboards see zeros rather than gaps.
-	for _, r := range []string{resultHit, resultMiss, resultForced, resultStale, resultNegative} {
-		m.cacheRequests.WithLabelValues(r)
-	}
+	m.hit = m.cacheRequests.WithLabelValues(resultHit)
+	m.miss = m.cacheRequests.WithLabelValues(resultMiss)
+	m.forced = m.cacheRequests.WithLabelValues(resultForced)
+	m.stale = m.cacheRequests.WithLabelValues(resultStale)
+	m.negative = m.cacheRequests.WithLabelValues(resultNegative)
 	for _, r := range []string{"success", "failure"} {
 		m.refreshes.WithLabelValues(r)
 	}

@@ -228,7 +228,7 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 			}
 			tok := e.tok
 			s.mu.Unlock()
-			s.m.cacheRequests.WithLabelValues(resultHit).Inc()
+			s.m.hit.Inc()
 			return tok, nil
 		}
 		if !forced && s.staleServableLocked(e, now) && !e.lastFailure.IsZero() && now.Sub(e.lastFailure) < staleRetryInterval {
@@ -237,7 +237,7 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 			}
 			tok := e.tok
 			s.mu.Unlock()
-			s.m.cacheRequests.WithLabelValues(resultStale).Inc()
+			s.m.stale.Inc()
 			return tok, nil
 		}
 	}
@@ -252,11 +252,11 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 					}
 					tok := e.tok
 					s.mu.Unlock()
-					s.m.cacheRequests.WithLabelValues(resultStale).Inc()
+					s.m.stale.Inc()
 					return tok, nil
 				}
 				s.mu.Unlock()
-				s.m.cacheRequests.WithLabelValues(resultNegative).Inc()
+				s.m.negative.Inc()
 				xe := *n.err
 				xe.RetryAfter = max(n.until.Sub(now).Round(time.Second), time.Second)
 				return Token{}, &xe
@@ -266,7 +266,7 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 			// did not: a change of the file clears the negative cache
 			// (SPEC §4).
 			if !s.tf.changed() {
-				s.m.cacheRequests.WithLabelValues(resultNegative).Inc()
+				s.m.negative.Inc()
 				return Token{}, n.err
 			}
 			s.mu.Lock()
@@ -276,9 +276,9 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 	}
 	s.mu.Unlock()
 	if forced {
-		s.m.cacheRequests.WithLabelValues(resultForced).Inc()
+		s.m.forced.Inc()
 	} else {
-		s.m.cacheRequests.WithLabelValues(resultMiss).Inc()
+		s.m.miss.Inc()
 	}
 
 	tok, ferr := s.fetchShared(ctx, k, seen)
@@ -299,7 +299,7 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 		}
 		tok := cur.tok
 		s.mu.Unlock()
-		s.m.cacheRequests.WithLabelValues(resultStale).Inc()
+		s.m.stale.Inc()
 		s.log.V(1).Info("serving a cached token while Entra fails", "clientID", clientID, "scope", scope, "reason", ferr.Reason.String(), "expiresOn", tok.ExpiresOn)
 		return tok, nil
 	}
