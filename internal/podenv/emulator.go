@@ -46,6 +46,9 @@ func (e *Env) startEmulator(ctx context.Context) error {
 	if e.opts.TokenLifetime > 0 {
 		args = append(args, "--token-lifetime="+e.opts.TokenLifetime.String())
 	}
+	if e.opts.TokenPadding > 0 {
+		args = append(args, "--token-padding="+strconv.Itoa(e.opts.TokenPadding))
+	}
 	p, err := spawn(netnsExec(e.Node, -1, args...), []string{"PATH=" + safePath}, e.EmulatorLog)
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)

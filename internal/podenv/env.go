@@ -75,6 +75,10 @@ type Options struct {
 	// TokenLifetime is the lifetime of access tokens the emulator issues;
 	// default 1h.
 	TokenLifetime time.Duration
+	// TokenPadding adds a claim of this many bytes to issued access tokens
+	// (tokens over 4 KB make Go servers chunk replies unless they set
+	// Content-Length).
+	TokenPadding int
 	// SATokenLifetime is the lifetime of the projected service-account
 	// token; default 1h.
 	SATokenLifetime time.Duration

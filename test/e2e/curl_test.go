@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
@@ -14,10 +16,16 @@ const vault = "https://vault.azure.net"
 // cache, and the validation answers that never reach Entra.
 func TestCurlWire(t *testing.T) {
 	t.Parallel()
-	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID})
+	// Tokens over 4 KB: a Go server chunks such replies unless it sets
+	// Content-Length, which Hadoop's ABFS client rejects.
+	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID, TokenPadding: 6000})
 	pod := wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant}
 
-	first := checkToken(t, curlIMDS(t, env, tokenPath(vault)), pod)
+	r := curlIMDS(t, env, tokenPath(vault))
+	first := checkToken(t, r, pod)
+	if len(r.Body) <= 6000 {
+		t.Errorf("token reply is %d bytes, want over 6000 (padded token)", len(r.Body))
+	}
 	wantCalls(t, env, podenv.DefaultClientID, vault, 1)
 	second := checkToken(t, curlIMDS(t, env, tokenPath(vault)), pod)
 	if second != first {
@@ -88,6 +96,14 @@ func TestCurlWire(t *testing.T) {
 			t.Errorf("the node's IMDS received %d requests, want none: %+v", len(got), got)
 		}
 	})
+	t.Run("X-Forwarded-For", func(t *testing.T) {
+		r := curlAs(t, env, appUID, tokenPath(vault), "Metadata: true", "X-Forwarded-For: 169.254.99.7")
+		checkError(t, r, "HTTP/1.1 400 Bad Request", "invalid_request", "")
+	})
+	t.Run("several selectors", func(t *testing.T) {
+		r := curlIMDS(t, env, tokenPath(vault, "client_id", podenv.DefaultClientID, "object_id", "d0d0d0d0-aaaa-4bbb-8ccc-ddddeeeeffff"))
+		checkError(t, r, "HTTP/1.1 400 Bad Request", "invalid_request", "")
+	})
 	t.Run("identity info", func(t *testing.T) {
 		r := curlIMDS(t, env, "/metadata/identity/info?api-version=2018-02-01")
 		if r.StatusLine != "HTTP/1.1 200 OK" || r.Body != `{"tenantId":"`+env.Tenant+`"}` {
@@ -105,6 +121,25 @@ func TestCurlWire(t *testing.T) {
 		r := parseWire(t, out)
 		checkError(t, r, "HTTP/1.1 405 Method Not Allowed", "method_not_allowed", "")
 	})
-	// Nothing above reached Entra beyond the two exchanges.
+	// Nothing above reached Entra beyond the two exchanges, or the node.
 	wantTotalCalls(t, env, 2)
+	if got := env.IMDSRequests(); len(got) != 0 {
+		t.Errorf("the node's IMDS received %d requests, want none: %+v", len(got), got)
+	}
+
+	// The proxy's debug log holds neither the access tokens nor the
+	// projected service-account token (the assertion).
+	log, err := os.ReadFile(env.ProxyLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := os.ReadFile(env.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, secret := range map[string]string{"access token": first, "service-account token": string(sa)} {
+		if strings.Contains(string(log), secret) || strings.Contains(string(log), strings.Split(secret, ".")[2]) {
+			t.Errorf("the proxy log contains the %s (or its signature)", name)
+		}
+	}
 }

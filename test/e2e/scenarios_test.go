@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -291,6 +292,10 @@ func TestLoopGuard(t *testing.T) {
 	}
 	if got := env.IMDSRequests(); len(got) != 0 {
 		t.Errorf("the node's IMDS received %d requests, want none", len(got))
+	}
+	// It said so at start.
+	if log, err := os.ReadFile(env.ProxyLog); err != nil || !strings.Contains(string(log), "runs as UID 1502") {
+		t.Errorf("the proxy log should warn that it runs as UID 1502 (%v)", err)
 	}
 	// Tokens are still served.
 	checkToken(t, curlIMDS(t, env, tokenPath(vault)), wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant})
