@@ -24,8 +24,16 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 	echo "install-deps: apt-get install nodejs npm"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
-if [ -f test/e2e/clients/node/package-lock.json ]; then
-	(cd test/e2e/clients/node && { [ -d node_modules ] || npm ci --no-audit --no-fund --silent; })
+# npm ci again whenever the committed lockfile changed since the last install.
+node_dir=test/e2e/clients/node
+if [ -f "$node_dir/package-lock.json" ]; then
+	want=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+	have=$(cat "$node_dir/node_modules/.lock-sha256" 2>/dev/null || true)
+	if [ "$want" != "$have" ]; then
+		echo "install-deps: npm ci in $node_dir"
+		(cd "$node_dir" && npm ci --no-audit --no-fund --silent)
+		echo "$want" >"$node_dir/node_modules/.lock-sha256"
+	fi
 fi
 
 go mod download
