@@ -23,6 +23,8 @@ const (
 	defaultOID = "d0d0d0d0-aaaa-4bbb-8ccc-ddddeeeeffff"
 	unknownApp = "99999999-9999-4999-8999-999999999999"
 	storage    = "https://storage.azure.com/"
+	// unknownResource is registered as unknown to the tenant (AADSTS500011).
+	unknownResource = "https://unknown.resource.example"
 )
 
 // TestAppInitContainer: on a cluster with native sidecars the proxy starts
@@ -97,7 +99,7 @@ func TestNoDefaultClientID(t *testing.T) {
 func TestUnknownIdentity(t *testing.T) {
 	t.Parallel()
 	unfederated := entraemu.App{ClientID: appC}
-	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID, Apps: []entraemu.App{unfederated}})
+	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID, Apps: []entraemu.App{unfederated}, InvalidResources: []string{unknownResource}})
 	for _, id := range []string{unknownApp, appC} {
 		for range 2 {
 			r := curlIMDS(t, env, tokenPath(vault, "client_id", id))
@@ -113,9 +115,19 @@ func TestUnknownIdentity(t *testing.T) {
 	if d := r.Body; !strings.Contains(d, "AADSTS70021") {
 		t.Errorf("unfederated app: description should name AADSTS70021: %s", d)
 	}
+	// A resource the tenant does not know is a permanent failure too: 400
+	// invalid_resource, remembered.
+	for range 2 {
+		r := curlIMDS(t, env, tokenPath(unknownResource))
+		checkError(t, r, "HTTP/1.1 400 Bad Request", "invalid_resource", "")
+		if !strings.Contains(r.Body, "AADSTS500011") {
+			t.Errorf("invalid resource: description should name AADSTS500011: %s", r.Body)
+		}
+	}
+	wantCalls(t, env, podenv.DefaultClientID, unknownResource, 1)
 	// The pod's own identity is unaffected.
 	checkToken(t, curlIMDS(t, env, tokenPath(vault)), wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant})
-	wantTotalCalls(t, env, 3)
+	wantTotalCalls(t, env, 4)
 }
 
 // TestObjectAndResourceIDSelection: object_id (principal_id) and
@@ -185,6 +197,13 @@ func TestEntraFailureAndRecovery(t *testing.T) {
 		wantCalls(t, env, podenv.DefaultClientID, vault, 2)
 	}
 
+	// A dropped connection is a failure of the same kind.
+	const graph = "https://graph.microsoft.com/"
+	podenvtest.SetFault(t, env, entraemu.Fault{DropConnection: true})
+	r = curlIMDS(t, env, tokenPath(graph))
+	checkError(t, r, "HTTP/1.1 503 Service Unavailable", "service_unavailable", "")
+	wantCalls(t, env, podenv.DefaultClientID, graph, 1)
+
 	podenvtest.SetFault(t, env, entraemu.Fault{})
 	checkToken(t, curlIMDS(t, env, tokenPath(storage)), pod(storage))
 	wantCalls(t, env, podenv.DefaultClientID, storage, 2)
@@ -238,6 +257,24 @@ func TestTokenFileRotation(t *testing.T) {
 	wantCalls(t, env, podenv.DefaultClientID, vault, 1)
 	wantCalls(t, env, appC, vault, 2)
 	wantCalls(t, env, podenv.DefaultClientID, storage, 1)
+
+	// A missing token file is the proxy's own failure: 500 naming the path,
+	// without an Entra call.
+	const graph = "https://graph.microsoft.com/"
+	if err := os.Remove(env.TokenFile); err != nil {
+		t.Fatal(err)
+	}
+	r = curlIMDS(t, env, tokenPath(graph, "client_id", appC))
+	checkError(t, r, "HTTP/1.1 500 Internal Server Error", "server_error", "")
+	if !strings.Contains(r.Body, env.TokenFile) {
+		t.Errorf("500 should name the token file %s: %s", env.TokenFile, r.Body)
+	}
+	wantCalls(t, env, appC, graph, 0)
+	if err := env.MintAndWriteToken(context.Background(), podenv.Namespace, "rotated", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	checkToken(t, curlIMDS(t, env, tokenPath(graph, "client_id", appC)), wantToken{Resource: graph, ClientID: appC, Tenant: env.Tenant})
+	wantCalls(t, env, appC, graph, 1)
 }
 
 // TestInstanceMetadataPassthrough: /metadata/instance reaches the node's
