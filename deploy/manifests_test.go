@@ -773,7 +773,7 @@ func TestBinaryDefaults(t *testing.T) {
 		flags map[string]string // flag -> default wanted
 	}{
 		{"./cmd/init", map[string]string{"proxy-uid": initDefaultUID, "proxy-port": env["PROXY_PORT"]}},
-		{"./cmd/proxy", map[string]string{"proxy-port": env["PROXY_PORT"]}},
+		{"./cmd/proxy", map[string]string{"proxy-port": env["PROXY_PORT"], "exempt-uid": env["PROXY_UID"]}},
 	}
 	if initDefaultUID != env["PROXY_UID"] {
 		t.Errorf("initDefaultUID %s != build/image.env PROXY_UID %s", initDefaultUID, env["PROXY_UID"])

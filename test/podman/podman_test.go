@@ -178,6 +178,8 @@ func buildImages(t *testing.T, ctx context.Context, env []string, tag string) im
 		pause:    "localhost/imds-proxy-podmantest/pause:" + tag,
 	}
 	t.Cleanup(func() {
+		start := time.Now()
+		defer func() { t.Logf("image removal: %s", time.Since(start).Round(time.Millisecond)) }()
 		for _, img := range []string{im.proxy, im.init, im.client, im.emulator, im.pause} {
 			if out, err := runErr(context.Background(), "", env, "podman", "rmi", "--force", img); err != nil && !strings.Contains(err.Error(), "image not known") {
 				t.Logf("podman rmi %s: %v %s", img, err, out)
@@ -498,8 +500,10 @@ func TestPodManual(t *testing.T) {
 	tag := fmt.Sprintf("t%d", time.Now().UnixNano())
 	env := podmanEnv(t, dir, "localhost/imds-proxy-podmantest/pause:"+tag)
 
+	start := time.Now()
 	im := buildImages(t, ctx, env, tag)
 	checkImages(t, ctx, env, im)
+	t.Logf("images built and checked: %s", time.Since(start).Round(time.Millisecond))
 
 	p := derivePod(t, im, "imds-proxy-podmantest-"+tag)
 	manifest, err := yaml.Marshal(p.spec)
@@ -530,6 +534,8 @@ func TestPodManual(t *testing.T) {
 				t.Logf("logs of %s:\n%s", c, logs(c))
 			}
 		}
+		start := time.Now()
+		defer func() { t.Logf("pod removal: %s", time.Since(start).Round(time.Millisecond)) }()
 		if out, err := runErr(context.Background(), playDir, env, "podman", "kube", "down", file); err != nil {
 			t.Logf("podman kube down: %v %s", err, out)
 		}
@@ -538,7 +544,7 @@ func TestPodManual(t *testing.T) {
 		}
 	})
 
-	start := time.Now()
+	start = time.Now()
 	run(t, ctx, playDir, env, "podman", "kube", "play", "--network", "none", file)
 	t.Logf("podman kube play: %s", time.Since(start).Round(time.Millisecond))
 
@@ -554,12 +560,18 @@ func TestPodManual(t *testing.T) {
 
 	checkRules(t, logs(rulesName))
 	checkBypass(t, logs(bypassName))
-	checkToken(t, p, logs(clientName))
+	clientOut := logs(clientName)
+	checkToken(t, p, clientOut)
+	t.Logf("client output (token elided):\n%s", regexp.MustCompile(`"access_token":"[^"]*"`).ReplaceAllString(clientOut, `"access_token":"..."`))
+	t.Logf("azwi-proxy log:\n%s", logs("azwi-proxy"))
 
-	// The sidecar and emulator are still serving: nothing crashed.
-	state := run(t, ctx, "", env, "podman", "inspect", "--format", "{{.State.Status}} {{.Config.User}}", p.spec.Name+"-azwi-proxy")
-	if got := strings.TrimSpace(state); got != "running 1501:1501" {
-		t.Errorf("azwi-proxy state and user %q, want \"running 1501:1501\"", got)
+	// The sidecar still runs (nothing crashed), as the manifest's UID, on a
+	// read-only root filesystem, without capabilities.
+	ie := imageEnv(t)
+	state := run(t, ctx, "", env, "podman", "inspect", "--format",
+		"{{.State.Status}} user={{.Config.User}} readonly={{.HostConfig.ReadonlyRootfs}} caps={{.EffectiveCaps}}", p.spec.Name+"-azwi-proxy")
+	if got, want := strings.TrimSpace(state), "running user="+ie["PROXY_UID"]+":"+ie["PROXY_GID"]+" readonly=true caps=[]"; got != want {
+		t.Errorf("azwi-proxy: %q, want %q", got, want)
 	}
 }
 
