@@ -130,10 +130,10 @@ type Env struct {
 	// ProxyUID and ProxyPort are the proxy's UID and port.
 	ProxyUID, ProxyPort int
 
-	opts  Options
-	imds  *fakeIMDS
-	admin *http.Client
-	pod   *http.Client // dials from inside the pod netns (readiness)
+	opts    Options
+	imds    *fakeIMDS
+	admin   *http.Client
+	podHTTP *http.Client // dials from inside the pod netns (readiness)
 
 	mu       sync.Mutex
 	emu      *process
@@ -265,7 +265,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		ProxyPort:   DefaultProxyPort,
 		opts:        opts,
 		admin:       &http.Client{Transport: &http.Transport{DialContext: netnsDialer(node), DisableKeepAlives: true}, Timeout: 30 * time.Second},
-		pod:         &http.Client{Transport: &http.Transport{DialContext: netnsDialer(pod), DisableKeepAlives: true}, Timeout: 5 * time.Second},
+		podHTTP:     &http.Client{Transport: &http.Transport{DialContext: netnsDialer(pod), DisableKeepAlives: true}, Timeout: 5 * time.Second},
 	}
 	liveMu.Lock()
 	live[e] = true
@@ -366,10 +366,9 @@ func (e *Env) ProxyEnv() []string {
 	return append(env, e.opts.ProxyEnv...)
 }
 
-func (e *Env) proxyArgv(extra ...string) []string {
+func (e *Env) proxyArgv() []string {
 	argv := []string{e.Bin(ProxyBin), "--proxy-port=" + strconv.Itoa(e.ProxyPort), "--log-level=debug"}
-	argv = append(argv, e.opts.ProxyArgs...)
-	return netnsExec(e.Pod, e.ProxyUID, append(argv, extra...)...)
+	return netnsExec(e.Pod, e.ProxyUID, append(argv, e.opts.ProxyArgs...)...)
 }
 
 // StartProxy starts the proxy in the pod namespace as ProxyUID (the
@@ -424,7 +423,7 @@ func (e *Env) waitReady(ctx context.Context, p *process) error {
 	url := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(e.ProxyPort)) + "/readyz"
 	return poll(ctx, p, func() bool {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := e.pod.Do(req)
+		resp, err := e.podHTTP.Do(req)
 		if err != nil {
 			return false
 		}

@@ -214,8 +214,8 @@ func inNetns(name string, fn func() error) error {
 	return <-done
 }
 
-// DialContext dials addr (an IP literal and port) from inside the named
-// network namespace. It is a net.Dialer-shaped function for http.Transport.
+// netnsDialer returns a DialContext for http.Transport that dials addr (an
+// IP literal and port) from inside the named network namespace.
 func netnsDialer(name string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
