@@ -65,6 +65,7 @@ type config struct {
 	goBenchFilter string
 	outDir        string
 	keepBin       bool
+	runStripped   bool
 }
 
 func main() {
@@ -83,6 +84,7 @@ func main() {
 	flag.StringVar(&cfg.goBenchFilter, "gobench-filter", ".", "go test -bench regexp")
 	flag.StringVar(&cfg.outDir, "out", "out", "directory (relative to the module root) for the result files")
 	flag.BoolVar(&cfg.keepBin, "keep-bin", false, "keep the build directory (its path is printed)")
+	flag.BoolVar(&cfg.runStripped, "run-stripped", true, "run the stripped proxy and proxy-init (as shipped); false keeps symbols for perf")
 	flag.Parse()
 	for _, s := range strings.Split(*levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -215,9 +217,10 @@ func (b *bench) build(ctx context.Context) error {
 				return err
 			}
 			b.rep.BinarySize = append(b.rep.BinarySize, BinSize{Name: t.name, Bytes: st.Size()})
-			// Run what ships.
-			if err := os.Rename(out, filepath.Join(b.binDir, t.name)); err != nil {
-				return err
+			if b.cfg.runStripped { // run what ships
+				if err := os.Rename(out, filepath.Join(b.binDir, t.name)); err != nil {
+					return err
+				}
 			}
 		}
 	}
