@@ -47,10 +47,14 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// SkipUnlessRoot skips t with a clear message when the test binary is not
-// root: the pod-shaped tests need network namespaces, iptables and setuid.
+// SkipUnlessRoot skips t with a clear message in -short mode (make unit)
+// and when the test binary is not root: the pod-shaped tests need network
+// namespaces, iptables and setuid.
 func SkipUnlessRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping pod-shaped e2e test in -short mode")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: pod-shaped e2e tests need root (network namespaces, iptables, setuid); run as root, as CI does")
 	}
