@@ -14,8 +14,8 @@
 #
 # Usage: build/images-local.sh [all|proxy|init]
 #        build/images-local.sh debian IMAGE NAME PACKAGES
-#            (a plain Debian minbase image with comma-separated PACKAGES from
-#            the cached rootfs NAME; test/podman uses it for its client)
+#            (the proxy-init root filesystem plus the comma-separated
+#            PACKAGES, cached as NAME; test/podman uses it for its client)
 #
 # Environment:
 #   VERSION           version stamped into the binaries and image tags
@@ -28,9 +28,9 @@
 #   CONTAINERS_CONF   default build/containers.conf (runc, ulimits)
 #
 # UID, paths, entrypoints and the port come from build/image.env only.
-# Needs root (debootstrap, rootful podman storage). A missing rootfs costs one
-# debootstrap run from the Debian mirror (about 30 s); later builds take a few
-# seconds.
+# Needs root (debootstrap, chroot, rootful podman storage). A missing rootfs
+# costs one debootstrap run from the Debian mirror (35 s to 6 min here,
+# depending on the mirror and the machine's load); later builds take seconds.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,11 +111,50 @@ ensure_rootfs() {
 	debootstrap --variant=minbase --include="$pkgs" --cache-dir="$CACHE/debs" \
 		"$DEBIAN_SUITE" "$dir.tmp" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 ||
 		{ tail -n 30 "$work/debootstrap.log" >&2; remove_rootfs "$dir.tmp"; die "debootstrap failed"; }
-	# Package caches and lists only make the image bigger.
-	rm -rf "$dir.tmp"/var/cache/apt/archives/*.deb "$dir.tmp"/var/lib/apt/lists/*
+	# Package caches and lists only make the image bigger; resolv.conf and
+	# hostname are the build host's (podman mounts the pod's own).
+	rm -rf "$dir.tmp"/var/cache/apt/archives/*.deb "$dir.tmp"/var/cache/apt/*.bin "$dir.tmp"/var/lib/apt/lists/*
+	rm -f "$dir.tmp/etc/resolv.conf" "$dir.tmp/etc/hostname"
 	mv "$dir.tmp" "$dir"
 	printf '%s\n' "$want" >"$stamp"
 	log "debootstrap took $((SECONDS - start)) s"
+	exec 9>&-
+	printf '%s\n' "$dir"
+}
+
+# derive_rootfs NAME PACKAGES: prints the path of a copy of the proxy-init
+# root filesystem with the comma-separated PACKAGES added by apt-get in a
+# chroot (a fraction of a second debootstrap's time), cached like
+# ensure_rootfs.
+derive_rootfs() {
+	local name=$1 pkgs=${2//,/ } dir="$CACHE/$1" base stamp want
+	base=$(ensure_rootfs rootfs-init "$INIT_PACKAGES")
+	want="$(cat "$CACHE/rootfs-init.stamp") + apt-get install $pkgs"
+	stamp="$CACHE/$name.stamp"
+	exec 9>"$CACHE/.lock"
+	flock 9
+	if [ -d "$dir" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+		exec 9>&-
+		printf '%s\n' "$dir"
+		return
+	fi
+	log "creating $dir: $want"
+	remove_rootfs "$dir"
+	remove_rootfs "$dir.tmp"
+	rm -f "$stamp"
+	local start=$SECONDS
+	cp -a "$base" "$dir.tmp"
+	cp /etc/resolv.conf "$dir.tmp/etc/resolv.conf"
+	# shellcheck disable=SC2086 # word splitting of the package list
+	chroot "$dir.tmp" /usr/bin/env -i DEBIAN_FRONTEND=noninteractive PATH="$INIT_PATH" \
+		sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"' sh $pkgs \
+		>"$work/apt.log" 2>&1 ||
+		{ tail -n 30 "$work/apt.log" >&2; remove_rootfs "$dir.tmp"; die "apt-get install $pkgs failed"; }
+	rm -rf "$dir.tmp"/var/cache/apt/archives/*.deb "$dir.tmp"/var/cache/apt/*.bin "$dir.tmp"/var/lib/apt/lists/*
+	rm -f "$dir.tmp/etc/resolv.conf"
+	mv "$dir.tmp" "$dir"
+	printf '%s\n' "$want" >"$stamp"
+	log "apt-get in the chroot took $((SECONDS - start)) s"
 	exec 9>&-
 	printf '%s\n' "$dir"
 }
@@ -170,12 +209,13 @@ build_init() {
 	log "built $INIT_IMAGE"
 }
 
-# build_debian IMAGE NAME PACKAGES: a Debian minbase image running as root
-# with no entrypoint (commands come from the pod spec).
+# build_debian IMAGE NAME PACKAGES: the proxy-init root filesystem plus
+# PACKAGES, running as root with no entrypoint (commands come from the pod
+# spec).
 build_debian() {
 	need podman
 	local rootfs
-	rootfs=$(ensure_rootfs "$2" "$3")
+	rootfs=$(derive_rootfs "$2" "$3")
 	import_rootfs "$rootfs" "$1"
 	log "built $1"
 }

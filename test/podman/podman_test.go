@@ -40,7 +40,7 @@ const repoRoot = "../.."
 
 // Names of the containers the test adds to the played pod.
 const (
-	loInit     = "test-imds-on-lo"  // init: puts 169.254.169.254/32 on lo
+	loInit     = "test-pod-setup"   // init: 169.254.169.254/32 on lo, token placeholder
 	emuName    = "test-emulator"    // Entra + issuer emulator
 	clientName = "test-client"      // legacy app: curl through the redirect
 	bypassName = "test-bypass-1501" // curl as the exempted UID
@@ -115,6 +115,11 @@ func run(t *testing.T, ctx context.Context, dir string, env []string, name strin
 
 func runErr(ctx context.Context, dir string, env []string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	// On timeout kill the whole process group (debootstrap, tar, podman
+	// under build/images-local.sh), not only the direct child.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = dir
 	if dir == "" {
 		cmd.Dir = repoRoot
@@ -191,7 +196,7 @@ func buildImages(t *testing.T, ctx context.Context, env []string, tag string) im
 		"build/images-local.sh", "all")
 	t.Logf("build/images-local.sh all: %s", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
-	run(t, ctx, "", env, "build/images-local.sh", "debian", im.client, "rootfs-test-client", "iptables,iproute2,curl,ca-certificates")
+	run(t, ctx, "", env, "build/images-local.sh", "debian", im.client, "rootfs-test-client", "iproute2,curl,ca-certificates")
 	t.Logf("client image: %s", time.Since(start).Round(time.Millisecond))
 
 	bin := t.TempDir()
@@ -336,9 +341,10 @@ func setEnv(c *corev1.Container, name, value string) {
 //     localhost and SSL_CERT_FILE at its CA in a shared emptyDir;
 //   - the example's app container is replaced by test containers: the
 //     emulator, a curl client as the pod's UID, and a curl as UID 1501;
-//   - a first init container with NET_ADMIN puts 169.254.169.254/32 on lo:
-//     under --network none there is no route to it, where a real pod would
-//     route it via its default gateway;
+//   - a first init container with NET_ADMIN puts 169.254.169.254/32 on lo
+//     (under --network none there is no route to it, where a real pod would
+//     route it via its default gateway) and a placeholder token file (the
+//     proxy needs the file at start; kubelet would have projected it);
 //   - restartPolicy Never, so the clients run once;
 //   - no containerPort on azwi-proxy (podman publishes it, and --network
 //     none refuses port mappings).
@@ -403,12 +409,19 @@ func derivePod(t *testing.T, im images, name string) pod {
 	root := &corev1.SecurityContext{RunAsUser: ptr[int64](0), RunAsGroup: ptr[int64](0), RunAsNonRoot: ptr(false)}
 	loRoot := root.DeepCopy()
 	loRoot.Capabilities = &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"ALL"}}
+	// Kubelet projects the token before any container starts, and the proxy
+	// refuses to start without the file. The emulator only writes it once it
+	// runs, beside the proxy, so this init container puts a placeholder there
+	// first; the emulator replaces it (atomically) with the minted token
+	// before it reports ready, and the proxy reads the file on every exchange.
 	p.Spec.InitContainers = append([]corev1.Container{{
 		Name:            loInit,
 		Image:           im.client,
 		ImagePullPolicy: corev1.PullNever,
-		Command:         []string{"ip", "addr", "add", "169.254.169.254/32", "dev", "lo"},
+		Command: []string{"sh", "-c", "ip addr add 169.254.169.254/32 dev lo && " +
+			"echo 'placeholder until test-emulator writes a minted token' >" + tokenFile + " && chmod 0644 " + tokenFile},
 		SecurityContext: loRoot,
+		VolumeMounts:    []corev1.VolumeMount{{Name: tokenVolume, MountPath: tokenDir}},
 	}}, p.Spec.InitContainers...)
 
 	emulator := corev1.Container{
@@ -494,7 +507,15 @@ echo "BYPASS rc=$?"`},
 // the proxy sidecar.
 func TestPodManual(t *testing.T) {
 	requirePodman(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	// Stop our commands a minute before go test's own deadline, so the
+	// cleanups below still remove the pod and the images (a go test timeout
+	// panics without running them). A cold run debootstraps two root
+	// filesystems first (see build/images-local.sh).
+	deadline := time.Now().Add(15 * time.Minute)
+	if d, ok := t.Deadline(); ok {
+		deadline = d.Add(-time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	dir := t.TempDir()
 	tag := fmt.Sprintf("t%d", time.Now().UnixNano())
@@ -520,16 +541,23 @@ func TestPodManual(t *testing.T) {
 	if err := os.Mkdir(playDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// logs returns a container's output; podman logs replays the container's
+	// stderr on its own stderr, so both are collected.
 	logs := func(c string) string {
-		out, err := runErr(context.Background(), "", env, "podman", "logs", p.spec.Name+"-"+c)
+		cmd := exec.Command("podman", "logs", p.spec.Name+"-"+c)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return fmt.Sprintf("(podman logs: %v)", err)
+			return fmt.Sprintf("%s(podman logs: %v)", out, err)
 		}
-		return out
+		return string(out)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("played pod:\n%s", manifest)
+			ps, _ := runErr(context.Background(), "", env, "podman", "ps", "--all", "--filter", "pod="+p.spec.Name,
+				"--format", "{{.Names}} {{.Status}}")
+			t.Logf("containers:\n%s", ps)
 			for _, c := range []string{emuName, "azwi-proxy", clientName, bypassName, rulesName} {
 				t.Logf("logs of %s:\n%s", c, logs(c))
 			}
