@@ -540,6 +540,23 @@ func (b *bench) startupPhase(ctx context.Context) error {
 	}
 	b.rep.Startup = &res
 	logf("startup: ready median %v (min %v, max %v), first token median %v", res.Ready.Median, res.Ready.Min, res.Ready.Max, res.FirstToken.Median)
+
+	// The same measurement for the limit server: what exec to ready costs
+	// a minimal Go server on this machine right now.
+	var lim StartupResult
+	args = []string{"startup", "-runs", strconv.Itoa(b.cfg.startupRuns), "-port", strconv.Itoa(startupPort),
+		"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource), "-port-arg", "-addr=127.0.0.1:%d",
+		"--", b.limit, "-body", filepath.Join(b.binDir, "reply.json")}
+	if err := b.podRun(ctx, 0, nil, &lim, args...); err != nil {
+		return err
+	}
+	b.rep.StartupLimit = &lim
+	logf("startup (limit server): ready median %v (min %v, max %v)", lim.Ready.Median, lim.Ready.Min, lim.Ready.Max)
+
+	// Where the time before main goes: package initialisation.
+	pt := initTrace(ctx, b.cfg.startupRuns, b.env.Bin(podenv.ProxyBin), "--help")
+	lt := initTrace(ctx, b.cfg.startupRuns, b.limit, "-h")
+	b.rep.InitProxy, b.rep.InitLimit = &pt, &lt
 	return nil
 }
 

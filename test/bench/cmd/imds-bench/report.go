@@ -40,6 +40,10 @@ type Report struct {
 	Steady   []SteadyRun
 	Stampede []StampedeRun
 	Startup  *StartupResult
+	// StartupLimit is the limit server measured the same way.
+	StartupLimit *StartupResult
+	// InitProxy and InitLimit summarise GODEBUG=inittrace=1.
+	InitProxy, InitLimit *InitTrace
 
 	RSSIdle, RSSAfterLoad, RSSAfterIdle, RSSPeak int64
 	LimitRSSAfterLoad                            int64
@@ -209,7 +213,11 @@ func (r *Report) verdicts() []Verdict {
 		v = append(v, Verdict{"RSS after load <= 20 MiB", "not measured", "n/a"})
 	}
 	if r.Startup != nil && r.Startup.Ready.N > 0 {
-		v = append(v, Verdict{"ready within 10 ms of exec", "median " + ms(r.Startup.Ready.Median), pass(r.Startup.Ready.Median <= targetReady)})
+		val := "median " + ms(r.Startup.Ready.Median)
+		if l := r.StartupLimit; l != nil && l.Ready.N > 0 {
+			val += fmt.Sprintf(" (limit server %s, %.1fx)", ms(l.Ready.Median), float64(r.Startup.Ready.Median)/float64(l.Ready.Median))
+		}
+		v = append(v, Verdict{"ready within 10 ms of exec", val, pass(r.Startup.Ready.Median <= targetReady)})
 	} else {
 		v = append(v, Verdict{"ready within 10 ms of exec", "not measured", "n/a"})
 	}
@@ -302,6 +310,18 @@ func (r *Report) Text() string {
 		w("  exec -> first 200 from /readyz:  median %s (min %s, max %s, %d runs)", ms(s.Ready.Median), ms(s.Ready.Min), ms(s.Ready.Max), s.Ready.N)
 		w("  exec -> first token served:     median %s (min %s, max %s; includes the cold Entra exchange)", ms(s.FirstToken.Median), ms(s.FirstToken.Min), ms(s.FirstToken.Max))
 	}
+	if s := r.StartupLimit; s != nil && s.Ready.N > 0 {
+		w("  limit server exec -> ready:      median %s (min %s, max %s, %d runs; a minimal Go server on this machine now)", ms(s.Ready.Median), ms(s.Ready.Min), ms(s.Ready.Max), s.Ready.N)
+	}
+	if p, l := r.InitProxy, r.InitLimit; p != nil && l != nil && p.Runs > 0 {
+		var top []string
+		for _, t := range p.Top {
+			top = append(top, fmt.Sprintf("%s %s", shortPkg(t.Pkg), ms(t.Clock)))
+		}
+		w("  package init before main:        proxy %s of init work, last init done at %s; limit server %s, done at %s (GODEBUG=inittrace=1, median of %d)",
+			ms(p.Total), ms(p.End), ms(l.Total), ms(l.End), p.Runs)
+		w("    proxy's largest inits: %s", strings.Join(top, ", "))
+	}
 	for _, s := range r.BinarySize {
 		w("  binary %-11s %s (%d bytes; CGO_ENABLED=0 -trimpath -ldflags '-s -w')", s.Name+":", mib(s.Bytes), s.Bytes)
 	}
@@ -340,13 +360,19 @@ func (r *Report) Text() string {
 			w("        first error: %s", s.Result.FirstError)
 		}
 	}
-	if r.Startup != nil {
-		for i, s := range r.Startup.Runs {
+	for _, st := range []struct {
+		name string
+		res  *StartupResult
+	}{{"start", r.Startup}, {"limit start", r.StartupLimit}} {
+		if st.res == nil {
+			continue
+		}
+		for i, s := range st.res.Runs {
 			if s.Error != "" {
-				w("  start %d: error %s", i+1, s.Error)
+				w("  %s %d: error %s", st.name, i+1, s.Error)
 				continue
 			}
-			w("  start %d: ready %s after %d polls, first token %s", i+1, ms(s.Ready), s.Polls, ms(s.FirstToken))
+			w("  %s %d: ready %s after %d polls, first token %s", st.name, i+1, ms(s.Ready), s.Polls, ms(s.FirstToken))
 		}
 	}
 	return b.String()
