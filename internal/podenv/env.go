@@ -131,15 +131,17 @@ type Env struct {
 	ProxyUID, ProxyPort int
 
 	opts    Options
-	imds    *fakeIMDS
 	admin   *http.Client
 	podHTTP *http.Client // dials from inside the pod netns (readiness)
 
-	mu       sync.Mutex
-	emu      *process
-	proxy    *process
-	closed   bool
-	closeErr error
+	closeOnce sync.Once
+	closeErr  error
+
+	mu     sync.Mutex // guards the fields below
+	imds   *fakeIMDS
+	emu    *process
+	proxy  *process
+	closed bool
 }
 
 // process is a child we started and must end by pid.
@@ -193,8 +195,8 @@ var (
 	live   = map[*Env]bool{}
 )
 
-// CloseAll closes every Env of this process that is still open. Signal
-// handlers (sandbox, podenvtest) call it before exiting.
+// CloseAll closes every Env of this process that is still open (see also
+// Shutdown, for signal handlers).
 func CloseAll() error {
 	liveMu.Lock()
 	envs := make([]*Env, 0, len(live))
@@ -241,6 +243,61 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		opts.Logf("podenv: cleaning stale namespaces: %v", err)
 	}
 
+	e, err := newEnv(opts)
+	if err != nil {
+		return nil, err
+	}
+	pod, node := e.Pod, e.Node
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, e.Close())
+		}
+	}()
+
+	opts.Logf("podenv: creating netns %s and %s", pod, node)
+	if err := createTopology(ctx, pod, node); err != nil {
+		return nil, err
+	}
+	imds, err := startFakeIMDS(node)
+	if err != nil {
+		return nil, fmt.Errorf("fake IMDS: %w", err)
+	}
+	e.mu.Lock()
+	e.imds = imds
+	e.mu.Unlock()
+	opts.Logf("podenv: starting the emulator in %s", node)
+	if err := e.startEmulator(ctx); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(e.TokenFile), 0o755); err != nil {
+		return nil, err
+	}
+	if err := e.MintAndWriteToken(ctx, Namespace, ServiceAccount, opts.SATokenLifetime); err != nil {
+		return nil, err
+	}
+	if !opts.SkipInit {
+		opts.Logf("podenv: running proxy-init in %s", pod)
+		if err := e.RunInit(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if !opts.DeferProxy {
+		opts.Logf("podenv: starting the proxy as UID %d", opts.ProxyUID)
+		if err := e.StartProxy(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// newEnv makes the environment's directory and registers the Env with
+// CloseAll, unless Shutdown has begun.
+func newEnv(opts Options) (*Env, error) {
+	nsMu.Lock()
+	defer nsMu.Unlock()
+	if shuttingDown {
+		return nil, errShuttingDown
+	}
 	dir, err := os.MkdirTemp("", "imdsp-env-")
 	if err != nil {
 		return nil, err
@@ -270,41 +327,6 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	liveMu.Lock()
 	live[e] = true
 	liveMu.Unlock()
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, e.Close())
-		}
-	}()
-
-	opts.Logf("podenv: creating netns %s and %s", pod, node)
-	if err := createTopology(ctx, pod, node); err != nil {
-		return nil, err
-	}
-	if e.imds, err = startFakeIMDS(node); err != nil {
-		return nil, fmt.Errorf("fake IMDS: %w", err)
-	}
-	opts.Logf("podenv: starting the emulator in %s", node)
-	if err := e.startEmulator(ctx); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(e.TokenFile), 0o755); err != nil {
-		return nil, err
-	}
-	if err := e.MintAndWriteToken(ctx, Namespace, ServiceAccount, opts.SATokenLifetime); err != nil {
-		return nil, err
-	}
-	if !opts.SkipInit {
-		opts.Logf("podenv: running proxy-init in %s", pod)
-		if err := e.RunInit(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if !opts.DeferProxy {
-		opts.Logf("podenv: starting the proxy as UID %d", opts.ProxyUID)
-		if err := e.StartProxy(ctx); err != nil {
-			return nil, err
-		}
-	}
 	return e, nil
 }
 
@@ -403,6 +425,11 @@ func (e *Env) StartProxy(ctx context.Context) error {
 // process group of its own: a Ctrl-C at the terminal reaches only us, and
 // we stop our children in order.
 func spawn(argv, env []string, logPath string) (*process, error) {
+	nsMu.Lock()
+	defer nsMu.Unlock()
+	if shuttingDown {
+		return nil, errShuttingDown
+	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -546,19 +573,27 @@ func (e *Env) ShellCommand(uid int) string {
 
 // IMDSRequests returns the requests the fake real IMDS in the node
 // namespace received, in order.
-func (e *Env) IMDSRequests() []IMDSRequest { return e.imds.requests() }
+func (e *Env) IMDSRequests() []IMDSRequest {
+	e.mu.Lock()
+	imds := e.imds
+	e.mu.Unlock()
+	return imds.requests()
+}
 
 // Close stops the proxy and the emulator by pid, kills anything left in
 // the namespaces, stops the fake IMDS, deletes the namespaces and their
 // /etc/netns directories, and removes Dir. It is safe to call twice.
 func (e *Env) Close() error {
+	// Once: a concurrent caller (a signal handler and a test cleanup) waits
+	// until the teardown is complete.
+	e.closeOnce.Do(func() { e.closeErr = e.close() })
+	return e.closeErr
+}
+
+func (e *Env) close() error {
 	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return e.closeErr
-	}
 	e.closed = true
-	proxy, emu := e.proxy, e.emu
+	proxy, emu, imds := e.proxy, e.emu, e.imds
 	e.mu.Unlock()
 
 	var errs []error
@@ -568,18 +603,15 @@ func (e *Env) Close() error {
 	if emu != nil {
 		emu.stop(2 * time.Second)
 	}
-	if e.imds != nil {
-		errs = append(errs, e.imds.close())
+	if imds != nil {
+		errs = append(errs, imds.close())
 	}
 	errs = append(errs, deleteNetns(e.Pod), deleteNetns(e.Node))
 	errs = append(errs, os.RemoveAll(e.Dir))
 	liveMu.Lock()
 	delete(live, e)
 	liveMu.Unlock()
-	e.mu.Lock()
-	e.closeErr = errors.Join(errs...)
-	e.mu.Unlock()
-	return e.closeErr
+	return errors.Join(errs...)
 }
 
 // DecodeClaims returns the claims of a JWT (no signature check): the

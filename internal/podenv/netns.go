@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -51,6 +52,15 @@ const (
 
 var netnsSeq atomic.Int64
 
+// nsMu serialises creating namespaces and starting processes with
+// Shutdown, so that nothing new appears once Shutdown has begun.
+var (
+	nsMu         sync.Mutex
+	shuttingDown bool
+)
+
+var errShuttingDown = errors.New("podenv: shutting down")
+
 // netnsPair names a fresh pod/node namespace pair for this process.
 func netnsPair() (pod, node string) {
 	n := netnsSeq.Add(1)
@@ -77,6 +87,11 @@ func hostsFile() string {
 // hosts files (before anything runs in them), the veth pair and the routes.
 // On error it removes whatever it created.
 func createTopology(ctx context.Context, pod, node string) (err error) {
+	nsMu.Lock()
+	defer nsMu.Unlock()
+	if shuttingDown {
+		return errShuttingDown
+	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, deleteNetns(pod), deleteNetns(node))
@@ -167,6 +182,27 @@ func CleanStale() error {
 				continue
 			}
 			errs = append(errs, deleteNetns(name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown is for signal handlers: it stops new namespaces and processes,
+// closes every open Env (CloseAll), and removes any namespace of this
+// process that no Env tracks yet (a Start in flight).
+func Shutdown() error {
+	nsMu.Lock()
+	shuttingDown = true
+	nsMu.Unlock()
+	err := CloseAll()
+	own := fmt.Sprintf("%s%d-", netnsPrefix, os.Getpid())
+	errs := []error{err}
+	for _, dir := range []string{netnsDir, netnsEtc} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), own) {
+				errs = append(errs, deleteNetns(e.Name()))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -35,12 +35,18 @@ var (
 	binDir    string
 	buildErr  error
 	sigOnce   sync.Once
+	// teardown is held by the signal handler from the signal until it
+	// exits the process, so Main cannot exit in the middle of it.
+	teardown sync.Mutex
 )
 
 // Main runs the tests and removes the shared build directory afterwards.
-// Call it from TestMain.
+// Call it from TestMain. After a SIGINT or SIGTERM it waits for the
+// handler's teardown, which ends the process.
 func Main(m *testing.M) int {
 	code := m.Run()
+	teardown.Lock()
+	defer teardown.Unlock()
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}
@@ -118,8 +124,9 @@ func closeOnSignal() {
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		s := <-ch
+		teardown.Lock() // never unlocked: os.Exit below
 		fmt.Fprintf(os.Stderr, "podenvtest: %v: tearing down the pod environments\n", s)
-		_ = podenv.CloseAll()
+		_ = podenv.Shutdown()
 		if binDir != "" {
 			_ = os.RemoveAll(binDir)
 		}
