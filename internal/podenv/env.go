@@ -509,18 +509,6 @@ func (e *Env) StopProxy() error {
 	return p.err
 }
 
-// ProxyExited reports whether the proxy was started and has exited, and
-// its exit error.
-func (e *Env) ProxyExited() (bool, error) {
-	e.mu.Lock()
-	p := e.proxy
-	e.mu.Unlock()
-	if p == nil || !p.exited() {
-		return false, nil
-	}
-	return true, p.err
-}
-
 // ProbeCommand returns the sidecar's postStart hook,
 // `proxy --proxy-port=8000 --probe --log-level=debug [args]`, run in the pod
 // as ProxyUID with the proxy's environment.
