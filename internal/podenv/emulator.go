@@ -125,13 +125,6 @@ func (e *Env) AddApp(ctx context.Context, a entraemu.App) error {
 	return err
 }
 
-// RemoveFederations deletes every federated credential of an app: its next
-// exchange fails with AADSTS70021.
-func (e *Env) RemoveFederations(ctx context.Context, clientID string) error {
-	_, err := e.adminDo(ctx, http.MethodDelete, "apps/"+url.PathEscape(clientID)+"/federations", nil, nil)
-	return err
-}
-
 // Calls returns how many token POSTs the emulator received for clientID
 // (case-insensitive) and scope (e.g. "https://vault.azure.net/.default",
 // without the OIDC scopes MSAL adds), failed and faulted ones included.

@@ -275,6 +275,25 @@ func TestTokenFileRotation(t *testing.T) {
 	}
 	checkToken(t, curlIMDS(t, env, tokenPath(graph, "client_id", appC)), wantToken{Resource: graph, ClientID: appC, Tenant: env.Tenant})
 	wantCalls(t, env, appC, graph, 1)
+
+	// An expired projected token (kubelet stopped rotating it): Entra's
+	// AADSTS700024; the proxy re-reads the file, tries once more, then
+	// answers 400. Once the file is fresh again, the next request works.
+	const arm = "https://management.azure.com/"
+	if err := env.MintAndWriteToken(context.Background(), podenv.Namespace, "rotated", -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r = curlIMDS(t, env, tokenPath(arm, "client_id", appC))
+	checkError(t, r, "HTTP/1.1 400 Bad Request", "invalid_request", "")
+	if !strings.Contains(r.Body, "AADSTS700024") {
+		t.Errorf("expired assertion: description should name AADSTS700024: %s", r.Body)
+	}
+	wantCalls(t, env, appC, arm, 2)
+	if err := env.MintAndWriteToken(context.Background(), podenv.Namespace, "rotated", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	checkToken(t, curlIMDS(t, env, tokenPath(arm, "client_id", appC)), wantToken{Resource: arm, ClientID: appC, Tenant: env.Tenant})
+	wantCalls(t, env, appC, arm, 3)
 }
 
 // TestInstanceMetadataPassthrough: /metadata/instance reaches the node's
