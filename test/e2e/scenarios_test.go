@@ -165,10 +165,11 @@ func TestObjectAndResourceIDSelection(t *testing.T) {
 	wantCalls(t, env, podenv.DefaultClientID, vault, 1)
 }
 
-// TestEntraFailureAndRecovery: while Entra answers 503, a request the cache
-// cannot serve gets 503 service_unavailable; a cached token keeps being
-// served (bypass_cache included, which is rate-limited); once Entra
-// recovers, the next miss is exchanged again.
+// TestEntraFailureAndRecovery: while Entra answers 503 (or drops the
+// connection), a request the cache cannot serve gets 503
+// service_unavailable; a cached token keeps being served, also to
+// bypass_cache, whose forced fetch is tried once and then rate-limited;
+// once Entra recovers, the next miss is exchanged again.
 func TestEntraFailureAndRecovery(t *testing.T) {
 	t.Parallel()
 	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID})
