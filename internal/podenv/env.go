@@ -509,6 +509,23 @@ func (e *Env) StopProxy() error {
 	return p.err
 }
 
+// WaitProxy waits until the proxy exits (or ctx ends) and returns its exit
+// error: nil is exit status 0.
+func (e *Env) WaitProxy(ctx context.Context) error {
+	e.mu.Lock()
+	p := e.proxy
+	e.mu.Unlock()
+	if p == nil {
+		return errors.New("podenv: proxy not started")
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // ProbeCommand returns the sidecar's postStart hook,
 // `proxy --proxy-port=8000 --probe --log-level=debug [args]`, run in the pod
 // as ProxyUID with the proxy's environment.

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -385,4 +387,40 @@ func TestProbeBeforeProxy(t *testing.T) {
 	checkToken(t, curlIMDS(t, env, tokenPath(warmup)), wantToken{Resource: warmup, ClientID: podenv.DefaultClientID, Tenant: env.Tenant})
 	wantCalls(t, env, podenv.DefaultClientID, warmup, 1)
 	wantTotalCalls(t, env, 1)
+}
+
+// TestProxyExit: the sidecar ends with exit status 0 both ways a pod ends
+// it: POST /quitquitquit (a Job's last step on clusters without native
+// sidecars) and SIGTERM. After it, nothing answers on 169.254.169.254.
+func TestProxyExit(t *testing.T) {
+	t.Parallel()
+	t.Run("quitquitquit", func(t *testing.T) {
+		t.Parallel()
+		env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID})
+		out := podenvtest.Output(t, env.PodCommand(context.Background(), appUID, nil,
+			"curl", "-sS", "-i", "--max-time", "60", "-X", "POST", "-H", "Metadata: true", "http://127.0.0.1:8000/quitquitquit"))
+		r := parseWire(t, out)
+		if r.StatusLine != "HTTP/1.1 200 OK" || r.Body != `{"status":"shutting down"}` {
+			t.Errorf("quitquitquit: got %q %q", r.StatusLine, r.Body)
+		}
+		if err := env.WaitProxy(t.Context()); err != nil {
+			t.Errorf("proxy exit after /quitquitquit: %v, want status 0", err)
+		}
+		// curl exit 7: could not connect (the redirect leads nowhere now).
+		err := env.PodCommand(context.Background(), appUID, nil, curlArgs(tokenPath(vault), "Metadata: true")...).Run()
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) || exitErr.ExitCode() != 7 {
+			t.Errorf("curl after the proxy exited: %v, want exit status 7 (connection refused)", err)
+		}
+		wantTotalCalls(t, env, 0)
+	})
+	t.Run("SIGTERM", func(t *testing.T) {
+		t.Parallel()
+		env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID, ProxyArgs: []string{"--shutdown-delay=0s"}})
+		checkToken(t, curlIMDS(t, env, tokenPath(vault)), wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant})
+		if err := env.StopProxy(); err != nil {
+			t.Errorf("proxy exit after SIGTERM: %v, want status 0", err)
+		}
+		wantCalls(t, env, podenv.DefaultClientID, vault, 1)
+	})
 }
