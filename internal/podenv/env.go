@@ -298,12 +298,8 @@ func newEnv(opts Options) (*Env, error) {
 	if shuttingDown {
 		return nil, errShuttingDown
 	}
-	dir, err := os.MkdirTemp("", "imdsp-env-")
+	dir, err := TempDir("env")
 	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	pod, node := netnsPair()

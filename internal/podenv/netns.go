@@ -156,11 +156,45 @@ func deleteNetns(name string) error {
 	return errors.Join(errs...)
 }
 
-// CleanStale removes namespaces (and their /etc/netns directories) with our
-// prefix whose creating process is gone: leftovers of a run that was killed.
-// Namespaces of live processes, such as a parallel test run, are left alone.
+// TempDir makes a directory (mode 0755, so UIDs such as 1501 can reach
+// what it holds) named imdsp-<pid>-<kind>-* under the system temporary
+// directory, so that CleanStale removes it if this process is killed
+// before it can.
+func TempDir(kind string) (string, error) {
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-%s-", netnsPrefix, os.Getpid(), kind))
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", errors.Join(err, os.RemoveAll(dir))
+	}
+	return dir, nil
+}
+
+// stalePID reports whether name is imdsp-<pid>-... of a process that is
+// gone.
+func stalePID(name string) bool {
+	if !strings.HasPrefix(name, netnsPrefix) {
+		return false
+	}
+	pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, netnsPrefix), "-")
+	pid, err := strconv.Atoi(pidStr)
+	return err == nil && pid != os.Getpid() && !processAlive(pid)
+}
+
+// CleanStale removes namespaces (and their /etc/netns directories) and
+// temporary directories (TempDir) with our prefix whose creating process
+// is gone: leftovers of a run that was killed. Those of live processes,
+// such as a parallel test run, are left alone.
 func CleanStale() error {
 	var errs []error
+	if entries, err := os.ReadDir(os.TempDir()); err == nil {
+		for _, e := range entries {
+			if e.IsDir() && stalePID(e.Name()) {
+				errs = append(errs, os.RemoveAll(filepath.Join(os.TempDir(), e.Name())))
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for _, dir := range []string{netnsDir, netnsEtc} {
 		entries, err := os.ReadDir(dir)
@@ -172,15 +206,10 @@ func CleanStale() error {
 		}
 		for _, e := range entries {
 			name := e.Name()
-			if seen[name] || !strings.HasPrefix(name, netnsPrefix) {
+			if seen[name] || !stalePID(name) {
 				continue
 			}
 			seen[name] = true
-			pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, netnsPrefix), "-")
-			pid, err := strconv.Atoi(pidStr)
-			if err != nil || pid == os.Getpid() || processAlive(pid) {
-				continue
-			}
 			errs = append(errs, deleteNetns(name))
 		}
 	}

@@ -80,7 +80,8 @@ func TestTopology(t *testing.T) {
 	}
 }
 
-// TestCleanStale removes namespaces of dead runs and keeps our own.
+// TestCleanStale removes namespaces and directories of dead runs and keeps
+// our own.
 func TestCleanStale(t *testing.T) {
 	skipUnlessRoot(t)
 	ctx := context.Background()
@@ -96,8 +97,24 @@ func TestCleanStale(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = deleteNetns(ns) })
 	}
+	staleDir := filepath.Join(os.TempDir(), netnsPrefix+"4194305-env-1")
+	if err := os.MkdirAll(filepath.Join(staleDir, "token"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(staleDir) })
+	mineDir, err := TempDir("env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(mineDir) })
 	if err := CleanStale(); err != nil {
 		t.Fatal(err)
+	}
+	if exists(staleDir) {
+		t.Errorf("stale directory %s not removed", staleDir)
+	}
+	if !exists(mineDir) {
+		t.Errorf("directory %s of this process removed", mineDir)
 	}
 	if exists(filepath.Join(netnsDir, stale)) || exists(filepath.Join(netnsEtc, stale)) {
 		t.Errorf("stale namespace %s not removed", stale)

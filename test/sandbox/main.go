@@ -61,7 +61,7 @@ func run(ctx context.Context, keep bool) (err error) {
 			return fmt.Errorf("%s not found: run hack/install-deps.sh first", tool)
 		}
 	}
-	binDir, err := os.MkdirTemp("", "imdsp-sandbox-bin-")
+	binDir, err := podenv.TempDir("sandbox-bin")
 	if err != nil {
 		return err
 	}

@@ -76,7 +76,7 @@ func SkipUnlessRoot(t testing.TB) {
 func BinDir(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "imdsp-bin-")
+		binDir, buildErr = podenv.TempDir("bin")
 		if buildErr != nil {
 			return
 		}
