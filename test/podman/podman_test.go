@@ -509,8 +509,8 @@ func TestPodManual(t *testing.T) {
 	requirePodman(t)
 	// Stop our commands a minute before go test's own deadline, so the
 	// cleanups below still remove the pod and the images (a go test timeout
-	// panics without running them). A cold run debootstraps two root
-	// filesystems first (see build/images-local.sh).
+	// panics without running them). A cold run first debootstraps the init
+	// root filesystem (2 to 6 minutes here, see build/images-local.sh).
 	deadline := time.Now().Add(15 * time.Minute)
 	if d, ok := t.Deadline(); ok {
 		deadline = d.Add(-time.Minute)
