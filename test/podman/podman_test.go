@@ -453,6 +453,9 @@ func derivePod(t *testing.T, im images, name string) pod {
 	// Wait for the emulator (its ready file) and for the proxy to answer
 	// through the redirect (any HTTP status: the bare probe gets a 400),
 	// then ask once, as a legacy app does, and print status and body.
+	// Finally stop the sidecar the way deploy/README.md tells Jobs on
+	// clusters without native sidecars to.
+	port := imageEnv(t)["PROXY_PORT"]
 	clientScript := `set -u
 for i in $(seq 1 300); do [ -s ` + emuDir + `/ready.json ] && break; sleep 0.1; done
 for i in $(seq 1 300); do
@@ -462,6 +465,7 @@ done
 echo "PROBE $code after $i tries"
 curl -sS -w '\nHTTP %{http_code}\n' -H Metadata:true '` + url + `'
 echo "CURL rc=$?"
+curl -sS -X POST -H Metadata:true -o /dev/null -w 'QUIT HTTP %{http_code}\n' http://127.0.0.1:` + port + `/quitquitquit
 `
 	client := corev1.Container{
 		Name:            clientName,
@@ -591,16 +595,19 @@ func TestPodManual(t *testing.T) {
 	clientOut := logs(clientName)
 	checkToken(t, p, clientOut)
 	t.Logf("client output (token elided):\n%s", regexp.MustCompile(`"access_token":"[^"]*"`).ReplaceAllString(clientOut, `"access_token":"..."`))
-	t.Logf("azwi-proxy log:\n%s", logs("azwi-proxy"))
 
-	// The sidecar still runs (nothing crashed), as the manifest's UID, on a
-	// read-only root filesystem, without capabilities.
+	// POST /quitquitquit made the sidecar exit 0. It ran as the manifest's
+	// UID, on a read-only root filesystem, without capabilities.
+	if code := strings.TrimSpace(run(t, waitCtx, "", env, "podman", "wait", p.spec.Name+"-azwi-proxy")); code != "0" {
+		t.Errorf("azwi-proxy exited %s after /quitquitquit, want 0", code)
+	}
 	ie := imageEnv(t)
 	state := run(t, ctx, "", env, "podman", "inspect", "--format",
 		"{{.State.Status}} user={{.Config.User}} readonly={{.HostConfig.ReadonlyRootfs}} caps={{.EffectiveCaps}}", p.spec.Name+"-azwi-proxy")
-	if got, want := strings.TrimSpace(state), "running user="+ie["PROXY_UID"]+":"+ie["PROXY_GID"]+" readonly=true caps=[]"; got != want {
+	if got, want := strings.TrimSpace(state), "exited user="+ie["PROXY_UID"]+":"+ie["PROXY_GID"]+" readonly=true caps=[]"; got != want {
 		t.Errorf("azwi-proxy: %q, want %q", got, want)
 	}
+	t.Logf("azwi-proxy log:\n%s", logs("azwi-proxy"))
 }
 
 // checkRules: azwi-proxy-init's rules are in place in the pod (--check), the
@@ -638,7 +645,7 @@ func checkBypass(t *testing.T, out string) {
 // identity and the requested resource.
 func checkToken(t *testing.T, p pod, out string) {
 	t.Helper()
-	m := regexp.MustCompile(`(?s)PROBE (\d{3}) after \d+ tries\n(.*)\nHTTP (\d{3})\nCURL rc=0\n$`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?s)PROBE (\d{3}) after \d+ tries\n(.*)\nHTTP (\d{3})\nCURL rc=0\nQUIT HTTP 200\n$`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("client output not as expected:\n%s", out)
 	}
