@@ -216,6 +216,15 @@ func TestWebhookValues(t *testing.T) {
 			t.Errorf("%q is not a registry/repository:tag reference", img)
 		}
 	}
+	// The examples use the registry `make images` (build/images.sh) pushes to.
+	script, err := os.ReadFile("../build/images.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := regexp.MustCompile(`(?m)^REGISTRY=\$\{REGISTRY:-([^}]+)\}$`).FindSubmatch(script)
+	if reg == nil || !strings.HasPrefix(proxy, string(reg[1])+"/proxy:") {
+		t.Errorf("PROXY_IMAGE %q is not in build/images.sh's default registry %q", proxy, reg)
+	}
 	pRepo, pTag, _ := strings.Cut(proxy, ":")
 	iRepo, iTag, _ := strings.Cut(init, ":")
 	if !strings.HasSuffix(pRepo, "/proxy") || iRepo != strings.TrimSuffix(pRepo, "proxy")+"proxy-init" || pTag != iTag {
