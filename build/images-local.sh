@@ -187,7 +187,7 @@ import_rootfs() {
 	shift 2
 	if [ $# -ge 2 ]; then
 		mkdir -p "$work/extra/$(dirname "${2#/}")"
-		install -m 0755 -o 0 -g 0 "$1" "$work/extra/${2#/}"
+		install -m 0555 -o 0 -g 0 "$1" "$work/extra/${2#/}"
 		extra=(-C "$work/extra" "${2#/}")
 		shift 2
 	fi
