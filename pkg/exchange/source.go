@@ -180,7 +180,7 @@ func (s *Source) Token(ctx context.Context, req Request) (Token, error) {
 	case SelectDefault:
 		if s.cfg.DefaultClientID == "" {
 			return Token{}, &Error{Reason: ReasonIdentityNotFound,
-				Detail: "no default identity is configured (AZURE_CLIENT_ID is not set: annotate the service account with azure.workload.identity/client-id or name an identity in the request)"}
+				Detail: "no default identity is configured: AZURE_CLIENT_ID is not set; annotate the service account with azure.workload.identity/client-id or name an identity in the request"}
 		}
 		return s.token(ctx, normalizeID(s.cfg.DefaultClientID), scope, req, false)
 	case SelectClientID:
