@@ -50,9 +50,12 @@ func TestMetricValue(t *testing.T) {
 }
 
 func steady(server string, c int, rps float64, p99 time.Duration) SteadyRun {
-	return SteadyRun{Server: server, Result: loadgen.SteadyResult{Concurrency: c, RPS: rps, Completed: 100,
+	rounds[server]++
+	return SteadyRun{Server: server, Round: rounds[server], Result: loadgen.SteadyResult{Concurrency: c, RPS: rps, Completed: 100,
 		Latency: loadgen.Percentiles{P50: p99 / 2, P99: p99, P999: 2 * p99}}}
 }
+
+var rounds = map[string]int{}
 
 func TestVerdicts(t *testing.T) {
 	r := &Report{
@@ -82,6 +85,9 @@ func TestVerdicts(t *testing.T) {
 		t.Errorf("median level %+v", l)
 	}
 	text := r.Text()
+	if rt, ok := r.ratios(64); !ok || rt.Pairs != 3 || rt.RPS != 0.9 || rt.P99 != 1.3 {
+		t.Errorf("paired ratios %+v", rt)
+	}
 	for _, s := range []string{"ratio", "90.0%", "1.30x", "Targets", "[MISS]"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("report lacks %q:\n%s", s, text)

@@ -159,6 +159,57 @@ type Verdict struct {
 	Status string // PASS, MISS, n/a
 }
 
+// Ratios are proxy/limit figures at one concurrency: the median over
+// rounds of each round's ratio. Proxy and limit run back to back within a
+// round, so pairing them cancels drift in background load that medians
+// taken separately would not.
+type Ratios struct {
+	Pairs                    int
+	RPS, P50, P99, P999, CPU float64
+}
+
+func (r *Report) ratios(c int) (Ratios, bool) {
+	type pair struct{ p, l *SteadyRun }
+	by := map[int]*pair{}
+	for i := range r.Steady {
+		s := &r.Steady[i]
+		if s.Result.Concurrency != c {
+			continue
+		}
+		if by[s.Round] == nil {
+			by[s.Round] = &pair{}
+		}
+		switch s.Server {
+		case "proxy":
+			by[s.Round].p = s
+		case "limit":
+			by[s.Round].l = s
+		}
+	}
+	var rps, p50, p99, p999, cpu []float64
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	for _, pr := range by {
+		if pr.p == nil || pr.l == nil || pr.l.Result.RPS == 0 {
+			continue
+		}
+		pl, ll := pr.p.Result.Latency, pr.l.Result.Latency
+		rps = append(rps, div(pr.p.Result.RPS, pr.l.Result.RPS))
+		p50 = append(p50, div(float64(pl.P50), float64(ll.P50)))
+		p99 = append(p99, div(float64(pl.P99), float64(ll.P99)))
+		p999 = append(p999, div(float64(pl.P999), float64(ll.P999)))
+		cpu = append(cpu, div(div(float64(pr.p.CPUTicks), float64(pr.p.Result.Completed)), div(float64(pr.l.CPUTicks), float64(pr.l.Result.Completed))))
+	}
+	if len(rps) == 0 {
+		return Ratios{}, false
+	}
+	return Ratios{Pairs: len(rps), RPS: median(rps), P50: median(p50), P99: median(p99), P999: median(p999), CPU: median(cpu)}, true
+}
+
 func pass(ok bool) string {
 	if ok {
 		return "PASS"
@@ -174,13 +225,12 @@ func (r *Report) verdicts() []Verdict {
 	}
 	p, okP := r.level("proxy", top)
 	l, okL := r.level("limit", top)
-	if okP && okL && l.RPS > 0 && l.P99 > 0 {
-		tr := p.RPS / l.RPS
+	rt, okR := r.ratios(top)
+	if okP && okL && okR {
 		v = append(v, Verdict{fmt.Sprintf("warm throughput at c=%d >= 90%% of limit", top),
-			fmt.Sprintf("%.1f%% (%.0f vs %.0f req/s)", 100*tr, p.RPS, l.RPS), pass(tr >= targetThroughputRatio)})
-		pr := float64(p.P99) / float64(l.P99)
+			fmt.Sprintf("%.1f%% (median of %d paired rounds; medians %.0f vs %.0f req/s)", 100*rt.RPS, rt.Pairs, p.RPS, l.RPS), pass(rt.RPS >= targetThroughputRatio)})
 		v = append(v, Verdict{fmt.Sprintf("p99 at c=%d <= 1.3x limit", top),
-			fmt.Sprintf("%.2fx (%s vs %s)", pr, ms(p.P99), ms(l.P99)), pass(pr <= targetP99Ratio)})
+			fmt.Sprintf("%.2fx (median of %d paired rounds; medians %s vs %s)", rt.P99, rt.Pairs, ms(p.P99), ms(l.P99)), pass(rt.P99 <= targetP99Ratio)})
 	} else {
 		v = append(v, Verdict{"warm throughput / p99 vs limit", "not measured", "n/a"})
 	}
@@ -287,14 +337,14 @@ func (r *Report) Text() string {
 		}
 		w("%-5d %-6s %10.0f %10s %10s %10s %10s %10s %8d", l.Concurrency, l.Server, l.RPS, us(l.P50), us(l.P99), us(l.P999), us(l.CPUPerRequest), allocs, l.Errors+l.Non200)
 		if l.Server == "limit" {
-			if p, ok := r.level("proxy", l.Concurrency); ok && l.RPS > 0 && l.P99 > 0 {
-				w("%-5d %-6s %10s %10s %10s %10s %10s", l.Concurrency, "ratio", fmt.Sprintf("%.1f%%", 100*p.RPS/l.RPS),
-					fmt.Sprintf("%.2fx", float64(p.P50)/float64(l.P50)), fmt.Sprintf("%.2fx", float64(p.P99)/float64(l.P99)),
-					fmt.Sprintf("%.2fx", float64(p.P999)/float64(l.P999)), fmt.Sprintf("%.2fx", float64(p.CPUPerRequest)/float64(max(l.CPUPerRequest, 1))))
+			if rt, ok := r.ratios(l.Concurrency); ok {
+				w("%-5d %-6s %10s %10s %10s %10s %10s", l.Concurrency, "ratio", fmt.Sprintf("%.1f%%", 100*rt.RPS),
+					fmt.Sprintf("%.2fx", rt.P50), fmt.Sprintf("%.2fx", rt.P99), fmt.Sprintf("%.2fx", rt.P999), fmt.Sprintf("%.2fx", rt.CPU))
 			}
 		}
 	}
-	w("(ratio row: proxy / limit; cpu/req: the server process's CPU time per reply, /proc/<pid>/stat, 10 ms ticks;")
+	w("(server rows: medians over rounds; ratio row: proxy/limit per round, proxy and limit run back to back, median over rounds;")
+	w(" cpu/req: the server process's CPU time per reply, /proc/<pid>/stat, 10 ms ticks;")
 	w(" allocs/req: the proxy's heap allocations per reply in the real server, net/http included, go_memstats_mallocs_total)")
 	w("")
 	if len(r.Stampede) > 0 {
