@@ -531,7 +531,7 @@ func (b *bench) startupPhase(ctx context.Context) error {
 	if b.env == nil || b.cfg.startupRuns < 1 {
 		return nil
 	}
-	var res StartupResult
+	var res loadgen.StartupResult
 	args := []string{"startup", "-runs", strconv.Itoa(b.cfg.startupRuns), "-port", strconv.Itoa(startupPort),
 		"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource),
 		"--", b.env.Bin(podenv.ProxyBin), "--log-level=" + b.cfg.logLevel}
@@ -543,7 +543,7 @@ func (b *bench) startupPhase(ctx context.Context) error {
 
 	// The same measurement for the limit server: what exec to ready costs
 	// a minimal Go server on this machine right now.
-	var lim StartupResult
+	var lim loadgen.StartupResult
 	args = []string{"startup", "-runs", strconv.Itoa(b.cfg.startupRuns), "-port", strconv.Itoa(startupPort),
 		"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource), "-port-arg", "-addr=127.0.0.1:%d",
 		"--", b.limit, "-body", filepath.Join(b.binDir, "reply.json")}
@@ -558,26 +558,6 @@ func (b *bench) startupPhase(ctx context.Context) error {
 	lt := initTrace(ctx, b.cfg.startupRuns, b.limit, "-h")
 	b.rep.InitProxy, b.rep.InitLimit = &pt, &lt
 	return nil
-}
-
-// StartupResult mirrors imds-loadgen's startup answer.
-type StartupResult struct {
-	Runs []struct {
-		Ready      time.Duration `json:"ready_ns"`
-		FirstToken time.Duration `json:"first_token_ns"`
-		Polls      int           `json:"polls"`
-		Error      string        `json:"error,omitempty"`
-	} `json:"runs"`
-	Ready      StartupStats `json:"ready"`
-	FirstToken StartupStats `json:"first_token"`
-}
-
-// StartupStats mirrors imds-loadgen's summary of successful runs.
-type StartupStats struct {
-	N      int           `json:"n"`
-	Min    time.Duration `json:"min_ns"`
-	Median time.Duration `json:"median_ns"`
-	Max    time.Duration `json:"max_ns"`
 }
 
 // goBenchPhase runs the Go benchmarks of the handler path and the cache and

@@ -68,7 +68,7 @@ func TestVerdicts(t *testing.T) {
 		Stampede: []StampedeRun{{Kind: stampedeFresh, EntraCalls: 1, Result: loadgen.StampedeResult{N: 500, Status: map[int]int{200: 500},
 			Latency: loadgen.Percentiles{P99: 70 * time.Millisecond}}}},
 		RSSAfterLoad: 21 << 20,
-		Startup:      &StartupResult{Ready: StartupStats{N: 3, Median: 4 * time.Millisecond}},
+		Startup:      &loadgen.StartupResult{Ready: loadgen.StartupStats{N: 3, Median: 4 * time.Millisecond}},
 		GoBench:      []GoBench{{Name: "BenchmarkTokenHandlerWarm", AllocsPerOp: 12, HasMem: true}},
 	}
 	want := []string{"PASS", "PASS", "PASS", "PASS", "MISS", "PASS", "PASS"}

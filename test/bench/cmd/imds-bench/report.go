@@ -39,9 +39,9 @@ type Report struct {
 
 	Steady   []SteadyRun
 	Stampede []StampedeRun
-	Startup  *StartupResult
+	Startup  *loadgen.StartupResult
 	// StartupLimit is the limit server measured the same way.
-	StartupLimit *StartupResult
+	StartupLimit *loadgen.StartupResult
 	// InitProxy and InitLimit summarise GODEBUG=inittrace=1.
 	InitProxy, InitLimit *InitTrace
 
@@ -423,7 +423,7 @@ func (r *Report) Text() string {
 	}
 	for _, st := range []struct {
 		name string
-		res  *StartupResult
+		res  *loadgen.StartupResult
 	}{{"start", r.Startup}, {"limit start", r.StartupLimit}} {
 		if st.res == nil {
 			continue

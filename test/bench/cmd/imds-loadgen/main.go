@@ -129,37 +129,6 @@ func get(ctx context.Context, args []string) (any, error) {
 	return res, nil
 }
 
-// StartupRun is one start of the proxy, timed from just before exec.
-type StartupRun struct {
-	Ready      time.Duration `json:"ready_ns"`       // first 200 from /readyz
-	FirstToken time.Duration `json:"first_token_ns"` // first 200 from the token endpoint
-	Polls      int           `json:"polls"`          // /readyz attempts until ready
-	Error      string        `json:"error,omitempty"`
-}
-
-// StartupResult is the JSON answer of the startup subcommand.
-type StartupResult struct {
-	Runs       []StartupRun `json:"runs"`
-	Ready      StartupStats `json:"ready"`
-	FirstToken StartupStats `json:"first_token"`
-}
-
-// StartupStats summarises the successful runs.
-type StartupStats struct {
-	N      int           `json:"n"`
-	Min    time.Duration `json:"min_ns"`
-	Median time.Duration `json:"median_ns"`
-	Max    time.Duration `json:"max_ns"`
-}
-
-func stats(ds []time.Duration) StartupStats {
-	if len(ds) == 0 {
-		return StartupStats{}
-	}
-	slices.Sort(ds)
-	return StartupStats{N: len(ds), Min: ds[0], Median: ds[(len(ds)-1)/2], Max: ds[len(ds)-1]}
-}
-
 // startup execs the proxy (as -uid, listening on 127.0.0.1:-port) again and
 // again and measures the time from exec to the first successful /readyz,
 // polled tightly on loopback, and to the first token it serves.
@@ -178,7 +147,7 @@ func startup(ctx context.Context, args []string) (any, error) {
 		return nil, errors.New("startup needs the proxy command after --")
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", *port)
-	res := StartupResult{}
+	res := loadgen.StartupResult{}
 	var ready, token []time.Duration
 	for i := 0; i < *runs && ctx.Err() == nil; i++ {
 		r := startOnce(ctx, append(slices.Clone(argv), fmt.Sprintf(*portArg, *port)), *uid, addr, *uri, *poll, *timeout)
@@ -188,16 +157,16 @@ func startup(ctx context.Context, args []string) (any, error) {
 			token = append(token, r.FirstToken)
 		}
 	}
-	res.Ready = stats(ready)
-	res.FirstToken = stats(token)
+	res.Ready = loadgen.SummarizeStartup(ready)
+	res.FirstToken = loadgen.SummarizeStartup(token)
 	if len(ready) == 0 && len(res.Runs) > 0 {
 		return res, fmt.Errorf("no successful start: %s", res.Runs[0].Error)
 	}
 	return res, nil
 }
 
-func startOnce(ctx context.Context, argv []string, uid int, addr, uri string, poll, timeout time.Duration) StartupRun {
-	var run StartupRun
+func startOnce(ctx context.Context, argv []string, uid int, addr, uri string, poll, timeout time.Duration) loadgen.StartupRun {
+	var run loadgen.StartupRun
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// The port must be free, or we would time a process that is not ours.
