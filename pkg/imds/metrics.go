@@ -3,9 +3,11 @@ package imds
 import (
 	"net/http"
 	"runtime"
+	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imds-proxy/imds-proxy/pkg/version"
 )
@@ -15,6 +17,10 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// routes holds the label children of every route class, resolved on
+	// first use (so /metrics shows only series that were served, as
+	// promhttp's wrappers did) and then reused without a lookup.
+	routes [numRoutes]routeChildren
 }
 
 // newMetrics creates the metrics and registers them, with the build info
@@ -33,6 +39,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30},
 		}, []string{"route"}),
 	}
+	for r := range m.routes {
+		m.routes[r].name = routeClass(r).String()
+	}
 	build := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "imds_proxy_build_info",
 		Help:        "Always 1; the labels carry the proxy version and the Go version it was built with.",
@@ -46,11 +55,95 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// instrument wraps the handler of one route class with the request counter
-// and the latency histogram. promhttp counts the implicit 200 of a handler
-// that writes without calling WriteHeader.
-func (m *metrics) instrument(route routeClass, h http.Handler) http.Handler {
-	label := prometheus.Labels{"route": route.String()}
-	return promhttp.InstrumentHandlerDuration(m.duration.MustCurryWith(label),
-		promhttp.InstrumentHandlerCounter(m.requests.MustCurryWith(label), h))
+// Status codes from minCode up to maxCode get a cached counter; others
+// (never written by this proxy) are looked up per request.
+const (
+	minCode = 100
+	maxCode = 599
+)
+
+// routeChildren are the label children of one route class.
+type routeChildren struct {
+	name     string
+	duration atomic.Pointer[prometheus.Observer]
+	codes    [maxCode - minCode + 1]atomic.Pointer[prometheus.Counter]
+}
+
+// observe records one answered request of route with status code, which
+// took d. It takes no lock and allocates nothing once the route's children
+// exist. Two first requests racing may both resolve a child: the vector
+// hands both the same one.
+func (m *metrics) observe(route routeClass, code int, d time.Duration) {
+	rm := &m.routes[route]
+	obs := rm.duration.Load()
+	if obs == nil {
+		o := m.duration.WithLabelValues(rm.name)
+		obs = &o
+		rm.duration.Store(obs)
+	}
+	(*obs).Observe(d.Seconds())
+
+	if code < minCode || code > maxCode {
+		m.requests.WithLabelValues(rm.name, strconv.Itoa(code)).Inc()
+		return
+	}
+	slot := &rm.codes[code-minCode]
+	c := slot.Load()
+	if c == nil {
+		cc := m.requests.WithLabelValues(rm.name, strconv.Itoa(code))
+		c = &cc
+		slot.Store(c)
+	}
+	(*c).Inc()
+}
+
+// statusHandler serves a request and returns the status code it answered
+// with (200 when it wrote a body without calling WriteHeader, as net/http
+// sends then). The hot routes return the code their write helper used, so
+// recording it costs no wrapper around the ResponseWriter.
+type statusHandler func(w http.ResponseWriter, r *http.Request) int
+
+// recorded adapts a plain handler (the passthrough reverse proxy, the
+// /metrics handler) to statusHandler with a statusRecorder.
+func recorded(h http.Handler) statusHandler {
+	return func(w http.ResponseWriter, r *http.Request) int {
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			return http.StatusOK
+		}
+		return rec.status
+	}
+}
+
+// statusRecorder remembers the status a handler wrote, including the
+// implicit 200 of a bare Write.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Flush forwards to the underlying writer when it can flush, so streamed
+// passthrough replies keep working.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }

@@ -182,8 +182,8 @@ func retryAfterSeconds(d time.Duration) int {
 }
 
 // writeReply sends r with an explicit Content-Length, so it is never
-// chunked.
-func writeReply(w http.ResponseWriter, r *reply) {
+// chunked, and returns the status code it wrote.
+func writeReply(w http.ResponseWriter, r *reply) int {
 	h := w.Header()
 	h["Content-Type"] = []string{contentTypeJSON}
 	h["Content-Length"] = []string{strconv.Itoa(len(r.body))}
@@ -195,4 +195,5 @@ func writeReply(w http.ResponseWriter, r *reply) {
 	}
 	w.WriteHeader(r.status)
 	_, _ = w.Write(r.body)
+	return r.status
 }

@@ -26,8 +26,9 @@ type Server struct {
 	upstream *url.URL
 	metrics  *metrics
 
-	// routes holds the instrumented handler of every route class.
-	routes [numRoutes]http.Handler
+	// routes holds the handler of every route class; serve wraps them
+	// with metrics and the request log line.
+	routes [numRoutes]statusHandler
 	// metricsOnly serves only /metrics, for the --metrics-addr listener.
 	metricsOnly http.Handler
 	// infoBody is the precomputed /metadata/identity/info reply.
@@ -69,30 +70,25 @@ func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registe
 			MaxRequestsInFlight: 4,
 		})
 	}
-	handlers := [numRoutes]http.Handler{
+	s.routes = [numRoutes]statusHandler{
 		routeBadTarget:     replyHandler(&replyBadTarget),
 		routeBadPath:       replyHandler(&replyBadPath),
-		routeToken:         http.HandlerFunc(s.serveToken),
-		routeIdentityInfo:  http.HandlerFunc(s.serveInfo),
+		routeToken:         s.serveToken,
+		routeIdentityInfo:  s.serveInfo,
 		routeIdentityOther: replyHandler(&replyIdentityPath),
-		routePassthrough:   s.passthroughHandler(),
+		routePassthrough:   recorded(s.passthroughHandler()),
 		routeReadyz:        textHandler("ok\n"),
 		routeHealthz:       textHandler("ok\n"),
-		routeMetrics:       metricsHandler,
-		routeQuit:          http.HandlerFunc(s.serveQuit),
+		routeMetrics:       recorded(metricsHandler),
+		routeQuit:          s.serveQuit,
 		routeNotFound:      replyHandler(&replyNotFound),
-	}
-	// Middleware is composed here and only here: metrics around every
-	// route, then the per-request log line.
-	for r, h := range handlers {
-		s.routes[r] = s.logged(routeClass(r), m.instrument(routeClass(r), h))
 	}
 	s.metricsOnly = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.RequestURI != "/metrics" {
-			s.routes[routeNotFound].ServeHTTP(w, r)
+			s.serve(routeNotFound, w, r)
 			return
 		}
-		s.routes[routeMetrics].ServeHTTP(w, r)
+		s.serve(routeMetrics, w, r)
 	})
 	return s, nil
 }
@@ -118,74 +114,38 @@ func (s *Server) Quit() <-chan struct{} { return s.quit }
 // used: it cleans paths and redirects ("//" becomes a 301), which would hide
 // the spelling the IMDS rules are about.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	s.routes[classify(r.RequestURI)].ServeHTTP(w, r)
+	s.serve(classify(r.RequestURI), w, r)
 }
 
-// logged adds the per-request log line at V(1): method, route class, status
-// and duration. The query is never logged (it may carry a token hash), nor
-// are headers (Authorization). The status recorder is only installed when
-// the line will be written, so the hot path pays nothing otherwise.
-func (s *Server) logged(route routeClass, h http.Handler) http.Handler {
-	name := route.String()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		l := s.log.V(1)
-		if !l.Enabled() {
-			h.ServeHTTP(w, r)
-			return
-		}
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		h.ServeHTTP(rec, r)
-		if rec.status == 0 {
-			rec.status = http.StatusOK
-		}
-		l.Info("request", "method", r.Method, "route", name, "status", rec.status,
-			"duration", time.Since(start).String(), "remote", r.RemoteAddr)
-	})
-}
-
-// statusRecorder remembers the status a handler wrote, including the
-// implicit 200 of a bare Write.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// Flush forwards to the underlying writer when it can flush, so streamed
-// passthrough replies keep working.
-func (r *statusRecorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
+// serve runs the handler of route and records the request: the request
+// counter by status code, the latency histogram and, at V(1), the
+// per-request log line (method, route class, status and duration). The
+// query is never logged (it may carry a token hash), nor are headers
+// (Authorization). This is the only middleware, and on the hot routes it
+// allocates nothing: the handlers return the status they wrote.
+func (s *Server) serve(route routeClass, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	code := s.routes[route](w, r)
+	d := time.Since(start)
+	s.metrics.observe(route, code, d)
+	if l := s.log.V(1); l.Enabled() {
+		l.Info("request", "method", r.Method, "route", route.String(), "status", code,
+			"duration", d.String(), "remote", r.RemoteAddr)
 	}
 }
 
-func replyHandler(rep *reply) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeReply(w, rep) })
+func replyHandler(rep *reply) statusHandler {
+	return func(w http.ResponseWriter, _ *http.Request) int { return writeReply(w, rep) }
 }
 
-func textHandler(body string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+func textHandler(body string) statusHandler {
+	return func(w http.ResponseWriter, _ *http.Request) int {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write([]byte(body))
-	})
+		// A Write without WriteHeader sends 200.
+		return http.StatusOK
+	}
 }
 
 // checkIMDSRequest applies steps 2 to 4 of SPEC §3.2, shared by every IMDS
@@ -212,28 +172,26 @@ func checkIMDSRequest(r *http.Request, method string) *reply {
 }
 
 // serveToken answers the managed-identity token endpoint.
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) int {
 	if rep := checkIMDSRequest(r, http.MethodGet); rep != nil {
-		writeReply(w, rep)
-		return
+		return writeReply(w, rep)
 	}
 	req, rep := parseTokenQuery(r.URL.RawQuery)
 	if rep != nil {
-		writeReply(w, rep)
-		return
+		return writeReply(w, rep)
 	}
 	tok, err := s.src.Token(r.Context(), req)
 	if err != nil {
 		rep := tokenErrorReply(err)
 		s.logTokenError(r, &req, err, rep.status)
-		writeReply(w, &rep)
-		return
+		return writeReply(w, &rep)
 	}
-	writeToken(w, &tok, req.Resource, s.cfg.Now())
+	code := writeToken(w, &tok, req.Resource, s.cfg.Now())
 	if _, probe := r.Header[ProbeHeader]; probe {
 		s.log.Info("warm-up token obtained", "clientID", tok.ClientID, "resource", req.Resource,
 			"expiresOn", tok.ExpiresOn.UTC().Format(time.RFC3339))
 	}
+	return code
 }
 
 // logTokenError logs a failed token request. Failures of the proxy or of
@@ -271,35 +229,34 @@ func warn(l logr.Logger, msg string, kv ...any) {
 
 // serveInfo answers /metadata/identity/info locally with the pod's tenant
 // (the IMDS REST specification, example GetIdentityInfo.json).
-func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) int {
 	if rep := checkIMDSRequest(r, http.MethodGet); rep != nil {
-		writeReply(w, rep)
-		return
+		return writeReply(w, rep)
 	}
-	writeReply(w, &s.infoBody)
+	return writeReply(w, &s.infoBody)
 }
 
 // serveQuit answers POST /quitquitquit and then closes the quit channel, so
 // a Job on a cluster without native sidecars can end its pod (SPEC §3.1).
 // The Metadata header keeps a forged cross-site form post from stopping the
 // proxy.
-func (s *Server) serveQuit(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveQuit(w http.ResponseWriter, r *http.Request) int {
 	if rep := checkIMDSRequest(r, http.MethodPost); rep != nil {
-		writeReply(w, rep)
-		return
+		return writeReply(w, rep)
 	}
-	writeReply(w, &replyQuit)
+	code := writeReply(w, &replyQuit)
 	s.quitOnce.Do(func() {
 		s.log.Info("quit requested through /quitquitquit")
 		close(s.quit)
 	})
+	return code
 }
 
 // passthroughHandler forwards the IMDS categories of SPEC §3.6 to the real
 // IMDS with httputil.ReverseProxy, or refuses them in block mode.
 func (s *Server) passthroughHandler() http.Handler {
 	if s.cfg.InstanceMetadata == InstanceMetadataBlock {
-		return replyHandler(&replyBlocked)
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeReply(w, &replyBlocked) })
 	}
 	transport := s.cfg.UpstreamTransport
 	if transport == nil {

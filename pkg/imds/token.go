@@ -27,7 +27,9 @@ const maxPooledBody = 64 << 10
 // chunked: Hadoop's ABFS/ADLS clients reject chunked token replies, which Go
 // produces for bodies over 2 KB written without a length
 // (Azure/azure-data-lake-store-java#57).
-func writeToken(w http.ResponseWriter, tok *exchange.Token, resource string, now time.Time) {
+//
+// It returns the status code it wrote.
+func writeToken(w http.ResponseWriter, tok *exchange.Token, resource string, now time.Time) int {
 	bp := bodyPool.Get().(*[]byte)
 	b := appendTokenBody((*bp)[:0], tok, resource, now)
 	h := w.Header()
@@ -39,6 +41,7 @@ func writeToken(w http.ResponseWriter, tok *exchange.Token, resource string, now
 		*bp = b
 		bodyPool.Put(bp)
 	}
+	return http.StatusOK
 }
 
 // appendTokenBody appends the JSON token reply to b.
