@@ -142,4 +142,13 @@ func TestBinaryAgainstEmulator(t *testing.T) {
 	if !strings.Contains(log, `"msg":"request"`) {
 		t.Error("no per-request lines at --log-level=debug")
 	}
+	// The background prewarm ran (Run waits for it before exiting) and
+	// shared its tenant discovery with the default identity's exchanges:
+	// one discovery for the default client, one for the unknown client id.
+	if !strings.Contains(log, `"msg":"prewarm done"`) {
+		t.Error("no prewarm line at --log-level=debug")
+	}
+	if n := emu.DiscoveryCalls(); n != 2 {
+		t.Errorf("discovery GETs = %d; want 2 (default identity, unknown client id)", n)
+	}
 }

@@ -101,6 +101,26 @@ func (a *msalAcquirer) client(clientID string) (confidential.Client, error) {
 	return c, nil
 }
 
+// prewarm builds the MSAL client of clientID (kept in the LRU, as a token
+// request would) and resolves its authority's endpoints: instance and
+// tenant discovery, which the client caches for its lifetime, over a
+// connection the HTTP client then keeps for the first token POST. It
+// requests no token. MSAL Go v1.10.1 has no public "resolve endpoints"
+// call; AuthCodeURL is the one public method that runs the client's
+// ResolveEndpoints (the same resolver and cache AcquireTokenByCredential
+// uses) and otherwise only formats a URL (base.Client.AuthCodeURL). The URL
+// is discarded.
+func (a *msalAcquirer) prewarm(ctx context.Context, clientID string) error {
+	c, err := a.client(clientID)
+	if err != nil {
+		return fmt.Errorf("building MSAL client: %w", err)
+	}
+	if _, err := c.AuthCodeURL(ctx, clientID, "http://localhost", []string{"openid"}); err != nil {
+		return fromMSALError(err)
+	}
+	return nil
+}
+
 func (a *msalAcquirer) acquire(ctx context.Context, clientID, scope string) (acquired, error) {
 	c, err := a.client(clientID)
 	if err != nil {

@@ -449,3 +449,44 @@ func TestMSALExchangeTimeout(t *testing.T) {
 		t.Errorf("token POSTs = %d, want 2", got)
 	}
 }
+
+// Prewarm builds the default identity's client and runs tenant discovery
+// without a token POST; the first token request then reuses that discovery.
+func TestMSALPrewarm(t *testing.T) {
+	env := newEmuEnv(t)
+	ctx := context.Background()
+	if err := env.src.Prewarm(ctx); err != nil {
+		t.Fatalf("Prewarm: %v", err)
+	}
+	if got := env.emu.DiscoveryCalls(); got != 1 {
+		t.Errorf("after Prewarm: discovery GETs = %d, want 1", got)
+	}
+	if got := env.emu.TotalTokenCalls(); got != 0 {
+		t.Errorf("after Prewarm: token POSTs = %d, want 0", got)
+	}
+	env.remember(env.mustToken(defaultReq(vault)).AccessToken)
+	if got := env.emu.DiscoveryCalls(); got != 1 {
+		t.Errorf("after the first token: discovery GETs = %d, want 1", got)
+	}
+	if got := env.emu.TotalTokenCalls(); got != 1 {
+		t.Errorf("after the first token: token POSTs = %d, want 1", got)
+	}
+}
+
+func TestMSALPrewarmNoDefaultIdentity(t *testing.T) {
+	env := newEmuEnv(t, func(c *Config) { c.DefaultClientID = "" })
+	if err := env.src.Prewarm(context.Background()); err != nil {
+		t.Fatalf("Prewarm: %v", err)
+	}
+	if got := env.emu.DiscoveryCalls(); got != 0 {
+		t.Errorf("discovery GETs = %d, want 0", got)
+	}
+}
+
+func TestMSALPrewarmUnreachable(t *testing.T) {
+	env := newEmuEnv(t)
+	env.emu.Close()
+	if err := env.src.Prewarm(context.Background()); err == nil {
+		t.Fatal("Prewarm against a closed authority succeeded")
+	}
+}

@@ -195,6 +195,29 @@ func (s *Source) Token(ctx context.Context, req Request) (Token, error) {
 	}
 }
 
+// prewarmer is implemented by acquirers that can prepare an identity's
+// exchange without requesting a token.
+type prewarmer interface {
+	prewarm(ctx context.Context, clientID string) error
+}
+
+// Prewarm prepares the default identity's first exchange without requesting
+// a token: it builds the identity's MSAL client and runs tenant discovery,
+// which also opens the TLS connection to the authority host. The first token
+// request then pays only the token POST. It does nothing without a default
+// client id. It makes network calls: call it after the proxy listens, in
+// the background, bounded by ctx. A failure only means the first exchange
+// does the work itself (and reports any error then).
+func (s *Source) Prewarm(ctx context.Context) error {
+	p, ok := s.acq.(prewarmer)
+	if !ok || s.cfg.DefaultClientID == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ExchangeTimeout)
+	defer cancel()
+	return p.prewarm(ctx, normalizeID(s.cfg.DefaultClientID))
+}
+
 // normalizeID lower-cases a client id: Entra application ids are GUIDs,
 // which compare case-insensitively, and one cache entry per identity is
 // the point.

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -89,6 +91,16 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	defer stopBG()
 	var g errgroup.Group
 	g.Go(func() error { return src.Run(bg) })
+	// Warm the first exchange in the background, now that we listen
+	// (SPEC §3.1: no network call before Listen): a fresh proxy's first
+	// token request would otherwise also pay for loading the system CA
+	// pool, building the MSAL client, tenant discovery and the TLS
+	// handshake with Entra. It never fails startup and requests no token
+	// (the --probe warm-up does that); it stops with the background work.
+	g.Go(func() error {
+		prewarm(bg, log, src)
+		return nil
+	})
 	if metricsLn != nil {
 		g.Go(func() error { return srv.ServeMetrics(bg, metricsLn) })
 	}
@@ -99,6 +111,26 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	err = g.Wait()
 	log.Info("proxy stopped")
 	return err
+}
+
+// prewarm loads the system certificate pool, which Go otherwise parses
+// during the first TLS handshake (tens to hundreds of milliseconds), and
+// prepares the default identity's exchange (src.Prewarm). Outcomes are
+// logged at V(1) only: a failure here is met again, and reported, by the
+// first token request.
+func prewarm(ctx context.Context, log logr.Logger, src *exchange.Source) {
+	log = log.V(1)
+	start := time.Now()
+	if _, err := x509.SystemCertPool(); err != nil {
+		log.Info("prewarm: loading the system certificate pool failed", "error", err.Error())
+	}
+	certs := time.Since(start)
+	if err := src.Prewarm(ctx); err != nil {
+		log.Info("prewarm: preparing the default identity's exchange failed; the first token request will retry",
+			"error", err.Error(), "duration", time.Since(start).String())
+		return
+	}
+	log.Info("prewarm done", "certPool", certs.String(), "duration", time.Since(start).String())
 }
 
 // unwrapPathError drops the path from an *os.PathError, which the caller
