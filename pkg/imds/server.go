@@ -321,18 +321,29 @@ func (p promLogger) Println(v ...any) {
 	p.log.Error(nil, "serving metrics failed", "details", v)
 }
 
-// newHTTPServer returns an http.Server with timeouts and a header size cap.
+// newHTTPServer returns the http.Server of the loopback listener, with a
+// header size cap and the timeouts that bound its clients:
+// ReadHeaderTimeout (a client must send its request head in time) and
+// IdleTimeout (keep-alive connections are closed when unused).
+//
+// It sets no ReadTimeout and no WriteTimeout: with them net/http arms and
+// clears a read and a write deadline on every request (two timer updates,
+// measurable on a warm token reply), and here they would bound nothing
+// that needs bounding. The listener is loopback-only inside the pod, so its
+// clients are the pod's own processes, which may ask for tokens anyway. No
+// handler reads a request body (the IMDS endpoints are GET, /quitquitquit
+// ignores its body; the passthrough forwards one under the 5 s passthrough
+// timeout). Replies are a few KB, which the loopback socket buffer takes
+// whole, so a client that does not read cannot stall a handler's write.
+// A token request that waits on Entra is bounded by the exchange timeout,
+// and on shutdown the drain timeout closes whatever is left.
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		// Long enough for a token request that waits on a slow Entra
-		// exchange (bounded by the exchange timeout, 15 s by default).
-		WriteTimeout:   60 * time.Second,
-		IdleTimeout:    90 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
 	}
 }
 
@@ -369,6 +380,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // is called.
 func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 	srv := s.newHTTPServer(s.MetricsHandler())
+	// This listener may be reachable from outside the pod and serves
+	// rarely (scrapes): bound whole requests and replies too.
+	srv.ReadTimeout = 10 * time.Second
+	srv.WriteTimeout = 30 * time.Second
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -583,3 +583,17 @@ func TestLogsNeverCarrySecrets(t *testing.T) {
 		}
 	}
 }
+
+// The loopback server bounds request heads and idle connections, and sets
+// no per-request read or write deadline (see newHTTPServer).
+func TestNewHTTPServerTimeouts(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestServer(t, testConfig(""), &fakeSource{})
+	srv := s.newHTTPServer(s.Handler())
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.IdleTimeout != 90*time.Second || srv.MaxHeaderBytes != 64<<10 {
+		t.Errorf("ReadHeaderTimeout %v, IdleTimeout %v, MaxHeaderBytes %d", srv.ReadHeaderTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
+	}
+	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
+		t.Errorf("ReadTimeout %v, WriteTimeout %v; want none", srv.ReadTimeout, srv.WriteTimeout)
+	}
+}
