@@ -82,10 +82,14 @@ const hexDigits = "0123456789abcdef"
 // appendJSONString appends s as a JSON string. Like encoding/json it escapes
 // quotes, backslashes, control characters and U+2028/U+2029, and replaces
 // invalid UTF-8 with U+FFFD; it does not escape <, > and &.
+//
+// Access tokens (JWTs: base64url and dots, 1.5-4 KB) never need escaping, so
+// the scan starts after the prefix plainASCIIPrefix vouches for, and such a
+// string is copied in one append.
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
-	for i := 0; i < len(s); {
+	for i := plainASCIIPrefix(s); i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -128,4 +132,34 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// plainASCIIPrefix returns the length of a prefix of s, a multiple of 8
+// bytes, that holds only bytes appendJSONString copies unchanged: ASCII
+// 0x20-0x7f except '"' and '\\'. It tests 8 bytes at a time with the
+// "has a byte less than n" and "has a zero byte" word tricks (Bit
+// Twiddling Hacks), which are exact for the whole word: a borrow can only
+// start at a byte that matches. The caller's byte loop handles the rest.
+func plainASCIIPrefix(s string) int {
+	const (
+		lo     = 0x0101010101010101
+		hi     = 0x8080808080808080
+		quote  = lo * '"'
+		bslash = lo * '\\'
+	)
+	i := 0
+	for ; len(s)-i >= 8; i += 8 {
+		t := s[i : i+8]
+		// The compiler turns this into one 8-byte load.
+		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
+		special := w | // a byte >= 0x80
+			(w-lo*0x20)&^w | // a byte < 0x20
+			((w^quote)-lo)&^(w^quote) | // a '"'
+			((w^bslash)-lo)&^(w^bslash) // a '\\'
+		if special&hi != 0 {
+			break
+		}
+	}
+	return i
 }

@@ -109,3 +109,43 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 	})
 }
+
+// plainASCIIPrefix must stop at the word holding the first byte that
+// appendJSONString would not copy unchanged: every byte value, at every
+// position of a 16- and a 24-byte string.
+func TestPlainASCIIPrefix(t *testing.T) {
+	t.Parallel()
+	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
+	for _, n := range []int{0, 7, 8, 16, 24} {
+		if got := plainASCIIPrefix(strings.Repeat("a", n)); got != n/8*8 {
+			t.Errorf("%d plain bytes: prefix %d, want %d", n, got, n/8*8)
+		}
+	}
+	for _, n := range []int{16, 24} {
+		for pos := range n {
+			for c := range 256 {
+				b := []byte(strings.Repeat("A", n))
+				b[pos] = byte(c)
+				want := n
+				if !plain(byte(c)) {
+					want = pos / 8 * 8
+				}
+				if got := plainASCIIPrefix(string(b)); got != want {
+					t.Fatalf("byte %#x at %d of %d: prefix %d, want %d", c, pos, n, got, want)
+				}
+			}
+		}
+	}
+	if got := plainASCIIPrefix(largeToken); got != len(largeToken)/8*8 {
+		t.Errorf("JWT: prefix %d, want %d", got, len(largeToken)/8*8)
+	}
+}
+
+func BenchmarkAppendJSONStringJWT(b *testing.B) {
+	s := largeToken[:1400]
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendJSONString(buf[:0], s)
+	}
+}
