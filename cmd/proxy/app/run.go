@@ -91,8 +91,16 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	defer stopBG()
 	var g errgroup.Group
 	g.Go(func() error { return src.Run(bg) })
-	// Warm the first exchange in the background, now that we listen
-	// (SPEC §3.1: no network call before Listen): a fresh proxy's first
+	if metricsLn != nil {
+		g.Go(func() error { return srv.ServeMetrics(bg, metricsLn) })
+	}
+	g.Go(func() error {
+		defer stopBG()
+		return srv.Serve(ctx, ln)
+	})
+	// Warm the first exchange in the background, now that we listen and
+	// serve (SPEC §3.1: no network call before Listen; started after Serve
+	// so it does not hold up the first /readyz): a fresh proxy's first
 	// token request would otherwise also pay for loading the system CA
 	// pool, building the MSAL client, tenant discovery and the TLS
 	// handshake with Entra. It never fails startup and requests no token
@@ -100,13 +108,6 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	g.Go(func() error {
 		prewarm(bg, log, src)
 		return nil
-	})
-	if metricsLn != nil {
-		g.Go(func() error { return srv.ServeMetrics(bg, metricsLn) })
-	}
-	g.Go(func() error {
-		defer stopBG()
-		return srv.Serve(ctx, ln)
 	})
 	err = g.Wait()
 	log.Info("proxy stopped")
