@@ -8,7 +8,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/imds-proxy/imds-proxy/pkg/version.Version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$(PATH)" "GOCACHE=$(shell $(GO) env GOCACHE)" "GOMODCACHE=$(shell $(GO) env GOMODCACHE)" KEEP=$(KEEP))
+ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$(PATH)" KEEP=$(KEEP))
 
 .PHONY: all build deps test unit e2e sandbox bench images images-local fmt vet clean
 
