@@ -151,6 +151,13 @@ func (b *logBuffer) logger() logr.Logger {
 	}, funcr.Options{Verbosity: 10})
 }
 
+// Write lets a logBuffer also sit under a slog handler.
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
 func (b *logBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

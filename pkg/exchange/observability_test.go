@@ -1,7 +1,6 @@
 package exchange
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,24 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// syncBuffer is a goroutine-safe bytes.Buffer for a slog handler.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogsNeverContainSecrets drives every logging path (success,
 // refresh, stale, permanent and transient failures, an upstream body that
 // echoes the assertion and a token, token rotation, resolution) through a
@@ -42,7 +23,7 @@ func (s *syncBuffer) String() string {
 // token, assertion or signature appears.
 func TestLogsNeverContainSecrets(t *testing.T) {
 	h := newHarness(t, nil)
-	var buf syncBuffer
+	var buf logBuffer
 	h.src.log = logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.Level(-10)})).WithName("exchange")
 
 	assertion, err := h.src.tf.read()
