@@ -106,7 +106,7 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	// handshake with Entra. It never fails startup and requests no token
 	// (the --probe warm-up does that); it stops with the background work.
 	g.Go(func() error {
-		prewarm(bg, log, src)
+		prewarm(bg, log, src, tokenFile)
 		return nil
 	})
 	err = g.Wait()
@@ -119,8 +119,19 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 // prepares the default identity's exchange (src.Prewarm). Outcomes are
 // logged at V(1) only: a failure here is met again, and reported, by the
 // first token request.
-func prewarm(ctx context.Context, log logr.Logger, src *exchange.Source) {
+//
+// It runs only once the projected token is a readable JWT, the same
+// precondition as any exchange. Go loads the system pool (SSL_CERT_FILE
+// included) once per process, so warming it while the pod's volumes are
+// still being filled would pin a pool that lacks a CA written a moment
+// later; kubelet projects the token before the container starts, so in a
+// pod this never delays the warm-up.
+func prewarm(ctx context.Context, log logr.Logger, src *exchange.Source, tokenFile string) {
 	log = log.V(1)
+	if _, err := exchange.ReadProjectedToken(tokenFile); err != nil {
+		log.Info("prewarm skipped: the projected token is not readable yet", "error", err.Error())
+		return
+	}
 	start := time.Now()
 	if _, err := x509.SystemCertPool(); err != nil {
 		log.Info("prewarm: loading the system certificate pool failed", "error", err.Error())
