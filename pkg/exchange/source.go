@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -246,22 +247,10 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 			}
 		}
 		if !forced && s.usableLocked(e, now) {
-			if !trial {
-				s.touchLocked(e, now)
-			}
-			tok := e.tok
-			s.mu.Unlock()
-			s.m.hit.Inc()
-			return tok, nil
+			return s.serveLocked(e, now, trial, s.m.hit), nil
 		}
 		if !forced && s.staleServableLocked(e, now) && !e.lastFailure.IsZero() && now.Sub(e.lastFailure) < staleRetryInterval {
-			if !trial {
-				s.touchLocked(e, now)
-			}
-			tok := e.tok
-			s.mu.Unlock()
-			s.m.stale.Inc()
-			return tok, nil
+			return s.serveLocked(e, now, trial, s.m.stale), nil
 		}
 	}
 	if n, ok := s.negative[k]; ok {
@@ -270,13 +259,7 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 				// Entra asked us to wait: serve the cached token if it is
 				// still inside the stale grace, else pass on the wait left.
 				if e != nil && s.staleServableLocked(e, now) {
-					if !trial {
-						s.touchLocked(e, now)
-					}
-					tok := e.tok
-					s.mu.Unlock()
-					s.m.stale.Inc()
-					return tok, nil
+					return s.serveLocked(e, now, trial, s.m.stale), nil
 				}
 				s.mu.Unlock()
 				s.m.negative.Inc()
@@ -317,17 +300,24 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 	now = s.clock.Now()
 	s.mu.Lock()
 	if cur := s.entries[k]; cur != nil && !permanent(ferr) && s.staleServableLocked(cur, now) {
-		if !trial {
-			s.touchLocked(cur, now)
-		}
-		tok := cur.tok
-		s.mu.Unlock()
-		s.m.stale.Inc()
+		tok := s.serveLocked(cur, now, trial, s.m.stale)
 		s.log.V(1).Info("serving a cached token while Entra fails", "clientID", clientID, "scope", scope, "reason", ferr.Reason.String(), "expiresOn", tok.ExpiresOn)
 		return tok, nil
 	}
 	s.mu.Unlock()
 	return Token{}, ferr
+}
+
+// serveLocked hands out e's token: unless the lookup is a trial, it marks
+// the entry as in use; it releases s.mu and counts the answer on c.
+func (s *Source) serveLocked(e *entry, now time.Time, trial bool, c prometheus.Counter) Token {
+	if !trial {
+		s.touchLocked(e, now)
+	}
+	tok := e.tok
+	s.mu.Unlock()
+	c.Inc()
+	return tok
 }
 
 func sumMatches(sum [sha256.Size]byte, hexSum string) bool {
