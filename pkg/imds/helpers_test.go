@@ -149,6 +149,9 @@ type rawResponse struct {
 	chunked bool
 	// contentLength is the Content-Length the reply declared, or -1.
 	contentLength int64
+	// close is true when the reply said "Connection: close" (net/http
+	// removes that header when it reads a response).
+	close bool
 }
 
 // rawRequest writes request (a complete HTTP/1.1 request head, "\r\n"
@@ -190,7 +193,8 @@ func rawRequest(t *testing.T, addr, method, target string, headers ...string) ra
 		t.Fatalf("read body: %v", err)
 	}
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
-	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(body), chunked: chunked, contentLength: resp.ContentLength}
+	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(body), chunked: chunked,
+		contentLength: resp.ContentLength, close: resp.Close}
 }
 
 func hostOf(hs *httptest.Server) string { return strings.TrimPrefix(hs.URL, "http://") }

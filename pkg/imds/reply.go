@@ -35,6 +35,9 @@ type reply struct {
 	retryAfter int
 	// allow is the Allow header of a 405 reply.
 	allow string
+	// close sends "Connection: close", so net/http closes the connection
+	// after the reply.
+	close bool
 }
 
 // errorBody renders the IMDS error shape {"error":..., "error_description":...}
@@ -106,6 +109,18 @@ var (
 	replyUpstreamUnreachable = newReply(http.StatusBadGateway, "service_unavailable",
 		"The instance metadata service could not be reached")
 	replyQuit = reply{status: http.StatusOK, body: []byte(`{"status":"shutting down"}`)}
+
+	// The refusals of checkFraming close the connection.
+	replyConnect = reply{status: http.StatusMethodNotAllowed, allow: http.MethodGet, close: true,
+		body: errorBody("method_not_allowed", "CONNECT is not supported: imds-proxy opens no tunnels")}
+	replyConnectQuit = reply{status: http.StatusMethodNotAllowed, allow: http.MethodPost, close: true,
+		body: replyConnect.body}
+	replyUpgrade = reply{status: http.StatusBadRequest, close: true,
+		body: errorBody("invalid_request", "Protocol upgrades are not supported: imds-proxy opens no tunnels")}
+	// replyUpstreamSwitched answers a passthrough request whose upstream
+	// answered 101 Switching Protocols although nothing asked it to.
+	replyUpstreamSwitched = newReply(http.StatusBadGateway, "service_unavailable",
+		"The instance metadata service tried to switch protocols; imds-proxy opens no tunnels")
 )
 
 // repeatedParamReply refuses a query that names a parameter twice.
@@ -192,6 +207,9 @@ func writeReply(w http.ResponseWriter, r *reply) int {
 	}
 	if r.allow != "" {
 		h["Allow"] = []string{r.allow}
+	}
+	if r.close {
+		h["Connection"] = []string{"close"}
 	}
 	w.WriteHeader(r.status)
 	_, _ = w.Write(r.body)

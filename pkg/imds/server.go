@@ -118,15 +118,21 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	s.serve(classify(r.RequestURI), w, r)
 }
 
-// serve runs the handler of route and records the request: the request
-// counter by status code, the latency histogram and, at V(1), the
-// per-request log line (method, route class, status and duration). The
-// query is never logged (it may carry a token hash), nor are headers
-// (Authorization). This is the only middleware, and on the hot routes it
-// allocates nothing: the handlers return the status they wrote.
+// serve runs the handler of route, unless checkFraming refuses the request
+// first, and records the request: the request counter by status code, the
+// latency histogram and, at V(1), the per-request log line (method, route
+// class, status and duration). The query is never logged (it may carry a
+// token hash), nor are headers (Authorization). This is the only
+// middleware, and on the hot routes it allocates nothing: the handlers
+// return the status they wrote.
 func (s *Server) serve(route routeClass, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	code := s.routes[route](w, r)
+	var code int
+	if rep := checkFraming(route, r); rep != nil {
+		code = writeReply(w, rep)
+	} else {
+		code = s.routes[route](w, r)
+	}
 	d := time.Since(start)
 	s.metrics.observe(route, code, d)
 	if l := s.log.V(1); l.Enabled() {
@@ -274,9 +280,22 @@ func (s *Server) passthroughHandler() http.Handler {
 			pr.Out.Header.Set(HopHeader, "1")
 		},
 		Transport: transport,
+		// checkFraming keeps upgrade requests from getting here, so a 101
+		// is the upstream's own idea. ReverseProxy would splice the two
+		// connections; failing here makes it close the upstream
+		// connection and call ErrorHandler instead.
+		ModifyResponse: func(res *http.Response) error {
+			if res.StatusCode == http.StatusSwitchingProtocols {
+				return errUpstreamSwitched
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rep := &replyUpstreamUnreachable
-			if errors.Is(err, context.DeadlineExceeded) {
+			switch {
+			case errors.Is(err, errUpstreamSwitched):
+				rep = &replyUpstreamSwitched
+			case errors.Is(err, context.DeadlineExceeded):
 				rep = &replyUpstreamTimeout
 			}
 			logging.Warn(s.log, "passthrough to the instance metadata service failed",
@@ -307,6 +326,9 @@ func (s *Server) passthroughHandler() http.Handler {
 		proxy.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// errUpstreamSwitched is the passthrough's error for an upstream 101.
+var errUpstreamSwitched = errors.New("the instance metadata service answered 101 Switching Protocols; refused")
 
 // promLogger adapts logr to promhttp's error logger.
 type promLogger struct{ log logr.Logger }
