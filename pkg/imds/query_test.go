@@ -75,9 +75,9 @@ func TestParseTokenQuery(t *testing.T) {
 			exchange.Request{Resource: "https://vault.azure.net", Identity: exchange.Selector{Kind: exchange.SelectResourceID, Value: "/subscriptions/s/resourceGroups/g"}}, ""},
 		{"mi_res_id alias", base + "&mi_res_id=%2Fsubscriptions%2Fs",
 			exchange.Request{Resource: "https://vault.azure.net", Identity: exchange.Selector{Kind: exchange.SelectResourceID, Value: "/subscriptions/s"}}, ""},
-		{"empty selector is absent", base + "&client_id=",
-			exchange.Request{Resource: "https://vault.azure.net"}, ""},
 		{"unknown parameters ignored", base + "&xms_cc=cp1&foo=bar&&",
+			exchange.Request{Resource: "https://vault.azure.net"}, ""},
+		{"names that differ by more than case are unknown", base + "&client-id=b&clientid=b&+client_id=b&client_id_=b",
 			exchange.Request{Resource: "https://vault.azure.net"}, ""},
 		{"bypass_cache", base + "&bypass_cache=true",
 			exchange.Request{Resource: "https://vault.azure.net", ForceRefresh: true}, ""},
@@ -98,8 +98,8 @@ func TestParseTokenQuery(t *testing.T) {
 			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
 		{"api-version not a date", "api-version=latest&resource=r", exchange.Request{},
 			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
-		{"api-version upper-case name is unknown", "API-VERSION=2018-02-01&resource=r", exchange.Request{},
-			`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`},
+		{"api-version in upper case", "API-VERSION=2018-02-01&resource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'API-VERSION' must be spelled 'api-version' (parameter names are case-sensitive)"}`},
 		{"repeated resource", base + "&resource=https://evil", exchange.Request{},
 			`{"error":"invalid_request","error_description":"Query parameter 'resource' is repeated"}`},
 		{"repeated api-version before validation", "api-version=x&api-version=y", exchange.Request{},
@@ -122,6 +122,57 @@ func TestParseTokenQuery(t *testing.T) {
 			`{"error":"invalid_request","error_description":"Required query variable 'resource' is missing"}`},
 		{"resource empty", "api-version=2018-02-01&resource=", exchange.Request{},
 			`{"error":"invalid_request","error_description":"Required query variable 'resource' is missing"}`},
+		// A selector never falls open to the default identity.
+		{"Client_ID", base + "&Client_ID=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Client_ID' must be spelled 'client_id' (parameter names are case-sensitive)"}`},
+		{"CLIENT_ID", base + "&CLIENT_ID=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'CLIENT_ID' must be spelled 'client_id' (parameter names are case-sensitive)"}`},
+		{"Object_ID", base + "&Object_ID=oid", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Object_ID' must be spelled 'object_id' (parameter names are case-sensitive)"}`},
+		{"Principal_Id", base + "&Principal_Id=oid", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Principal_Id' must be spelled 'principal_id' (parameter names are case-sensitive)"}`},
+		{"MSI_RES_ID", base + "&MSI_RES_ID=%2Fsubscriptions%2Fs", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'MSI_RES_ID' must be spelled 'msi_res_id' (parameter names are case-sensitive)"}`},
+		{"Mi_Res_Id", base + "&Mi_Res_Id=%2Fsubscriptions%2Fs", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Mi_Res_Id' must be spelled 'mi_res_id' (parameter names are case-sensitive)"}`},
+		{"Bypass_Cache", base + "&Bypass_Cache=true", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Bypass_Cache' must be spelled 'bypass_cache' (parameter names are case-sensitive)"}`},
+		{"Resource beside nothing", "api-version=2018-02-01&Resource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Resource' must be spelled 'resource' (parameter names are case-sensitive)"}`},
+		{"miscased name through escaping", base + "&Client%5FID=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Client_ID' must be spelled 'client_id' (parameter names are case-sensitive)"}`},
+		{"long s folds to s", "api-version=2018-02-01&re%C5%BFource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'reſource' must be spelled 'resource' (parameter names are case-sensitive)"}`},
+		{"long s in a selector", base + "&m%C5%BFi_re%C5%BF_id=x", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'mſi_reſ_id' must be spelled 'msi_res_id' (parameter names are case-sensitive)"}`},
+		{"dotless i", base + "&cl%C4%B1ent_id=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'clıent_id' must be spelled 'client_id' (parameter names are case-sensitive)"}`},
+		{"dotted capital I", base + "&CL%C4%B0ENT_ID=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'CLİENT_ID' must be spelled 'client_id' (parameter names are case-sensitive)"}`},
+		{"miscased name before api-version", "Client_ID=b&resource=r", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'Client_ID' must be spelled 'client_id' (parameter names are case-sensitive)"}`},
+		{"repeated under case folding", base + "&client_id=a&CLIENT_ID=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'CLIENT_ID' is repeated"}`},
+		{"repeated under case folding, unknown name", base + "&xms_cc=a&XMS_CC=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'XMS_CC' is repeated"}`},
+		{"repeated resource under case folding", base + "&RESOURCE=https://evil", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'RESOURCE' is repeated"}`},
+		{"empty client_id", base + "&client_id=", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'client_id' has no value; omit it to ask for the default identity"}`},
+		{"client_id without =", base + "&client_id", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'client_id' has no value; omit it to ask for the default identity"}`},
+		{"empty object_id", base + "&object_id=", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'object_id' has no value; omit it to ask for the default identity"}`},
+		{"empty principal_id", base + "&principal_id=", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'principal_id' has no value; omit it to ask for the default identity"}`},
+		{"empty msi_res_id", base + "&msi_res_id=", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'msi_res_id' has no value; omit it to ask for the default identity"}`},
+		{"empty mi_res_id", base + "&mi_res_id=", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'mi_res_id' has no value; omit it to ask for the default identity"}`},
+		{"empty selector beside a named one", base + "&client_id=&object_id=b", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'client_id' has no value; omit it to ask for the default identity"}`},
+		{"empty selector before missing resource", "api-version=2018-02-01&object_id=", exchange.Request{},
+			`{"error":"invalid_request","error_description":"Query parameter 'object_id' has no value; omit it to ask for the default identity"}`},
 		{"client_id and object_id", base + "&client_id=a&object_id=b", exchange.Request{},
 			`{"error":"invalid_request","error_description":"Specify at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)"}`},
 		{"object_id and principal_id", base + "&object_id=a&principal_id=a", exchange.Request{},
@@ -150,6 +201,39 @@ func TestParseTokenQuery(t *testing.T) {
 				t.Fatalf("reply = %d %s; want 400 %s", rep.status, rep.body, tt.wantBody)
 			}
 		})
+	}
+}
+
+func TestFoldsTo(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, known string
+		want        bool
+	}{
+		{"client_id", "client_id", true},
+		{"CLIENT_ID", "client_id", true},
+		{"cLiEnT_Id", "client_id", true},
+		{"reſource", "resource", true},
+		{"RESOURCE", "resource", true},
+		{"clıent_id", "client_id", true},
+		{"CLİENT_ID", "client_id", true},
+		{"client_id ", "client_id", false},
+		{" client_id", "client_id", false},
+		{"client_i", "client_id", false},
+		{"client_idd", "client_id", false},
+		{"client-id", "client_id", false},
+		{"client\x00id", "client_id", false},
+		{"client_id\xff", "client_id", false},
+		{"\xffclient_id", "client_id", false},
+		{"ｃｌｉｅｎｔ_ｉｄ", "client_id", false},
+		{"", "client_id", false},
+		{"", "", true},
+		{"x", "", false},
+	}
+	for _, tt := range tests {
+		if got := foldsTo(tt.name, tt.known); got != tt.want {
+			t.Errorf("foldsTo(%q, %q) = %v; want %v", tt.name, tt.known, got, tt.want)
+		}
 	}
 }
 

@@ -123,14 +123,36 @@ var (
 		"The instance metadata service tried to switch protocols; imds-proxy opens no tunnels")
 )
 
-// repeatedParamReply refuses a query that names a parameter twice.
+// repeatedParamReply refuses a query that names a parameter twice, or two
+// names that differ only in case.
 func repeatedParamReply(name string) *reply {
+	r := newReply(http.StatusBadRequest, "invalid_request", "Query parameter '"+shortName(name)+"' is repeated")
+	return &r
+}
+
+// miscasedParamReply refuses a parameter whose name equals the known
+// parameter known only under case folding.
+func miscasedParamReply(name, known string) *reply {
+	r := newReply(http.StatusBadRequest, "invalid_request",
+		"Query parameter '"+shortName(name)+"' must be spelled '"+known+"' (parameter names are case-sensitive)")
+	return &r
+}
+
+// emptySelectorReply refuses an identity selector without a value.
+func emptySelectorReply(name string) *reply {
+	r := newReply(http.StatusBadRequest, "invalid_request",
+		"Query parameter '"+name+"' has no value; omit it to ask for the default identity")
+	return &r
+}
+
+// shortName cuts a client-supplied parameter name to 64 bytes for an error
+// description.
+func shortName(name string) string {
 	const maxName = 64
 	if len(name) > maxName {
-		name = name[:maxName] + "..."
+		return name[:maxName] + "..."
 	}
-	r := newReply(http.StatusBadRequest, "invalid_request", "Query parameter '"+name+"' is repeated")
-	return &r
+	return name
 }
 
 // tokenErrorReply maps a token-source failure to its IMDS reply (SPEC §3.5).

@@ -108,6 +108,12 @@ func TestTokenEndpointValidation(t *testing.T) {
 		{"api-version old", "GET", "/metadata/identity/oauth2/token?api-version=2017-08-01&resource=r", []string{md}, 400, bodyAPIVersion, ""},
 		{"repeated resource", "GET", "/metadata/identity/oauth2/token" + okQuery + "&resource=x", []string{md}, 400,
 			`{"error":"invalid_request","error_description":"Query parameter 'resource' is repeated"}`, ""},
+		{"miscased selector", "GET", "/metadata/identity/oauth2/token" + okQuery + "&Client_ID=b", []string{md}, 400,
+			`{"error":"invalid_request","error_description":"Query parameter 'Client_ID' must be spelled 'client_id' (parameter names are case-sensitive)"}`, ""},
+		{"selector repeated under case folding", "GET", "/metadata/identity/oauth2/token" + okQuery + "&object_id=a&OBJECT_ID=b", []string{md}, 400,
+			`{"error":"invalid_request","error_description":"Query parameter 'OBJECT_ID' is repeated"}`, ""},
+		{"empty selector", "GET", "/metadata/identity/oauth2/token" + okQuery + "&msi_res_id=", []string{md}, 400,
+			`{"error":"invalid_request","error_description":"Query parameter 'msi_res_id' has no value; omit it to ask for the default identity"}`, ""},
 		// Step 6 and 7.
 		{"resource missing", "GET", "/metadata/identity/oauth2/token?api-version=2018-02-01", []string{md}, 400, bodyResource, ""},
 		{"two selectors", "GET", "/metadata/identity/oauth2/token" + okQuery + "&client_id=a&mi_res_id=b", []string{md}, 400, bodySelectors, ""},
