@@ -3,12 +3,29 @@ package imds
 import (
 	"net/http"
 	"strings"
+	"time"
 )
+
+// bodyLinger bounds how long the connection of a request refused for its
+// body stays open after the refusal went out. net/http reads an unread
+// declared body of up to 256 KiB after the handler returns (it wants the
+// connection clean for the next request, and it does so even when the
+// reply closes the connection), and with no read deadline it would wait
+// forever for a body that never comes. Reading what the client did send
+// keeps the close from being a reset that could destroy the refusal
+// before the client reads it; the deadline ends the wait for the rest.
+const bodyLinger = 500 * time.Millisecond
 
 // checkFraming refuses, on every route and before any other check, the
 // requests that would turn the connection into something other than one
 // request and one reply:
 //
+//   - A request that declares a body (Content-Length above 0 or any
+//     Transfer-Encoding): 400. No route reads a body, the passthrough
+//     included (it used to forward one), and a client that declares a
+//     body and never sends it must not hold the connection, its goroutine
+//     or the shutdown drain (docs/security.md). net/http itself answers
+//     501 to a Transfer-Encoding other than chunked before any handler.
 //   - CONNECT asks for a tunnel: 405. The proxy is not an HTTP proxy.
 //   - A protocol upgrade (an Upgrade header, or "upgrade" in the Connection
 //     header's token list): 400. httputil.ReverseProxy relays upgrade
@@ -19,10 +36,14 @@ import (
 //     ask for the node's identity past the path guard
 //     (docs/security.md).
 //
-// route only picks the Allow header of the 405. The reply closes the
+// route only picks the Allow header of the 405. Every refusal closes the
 // connection: a client that asked for a tunnel gets no second request on
-// it. It returns nil when the request may go on to its route.
+// it, and a refused body is never read as the next request. It returns
+// nil when the request may go on to its route.
 func checkFraming(route routeClass, r *http.Request) *reply {
+	if declaresBody(r) {
+		return &replyBody
+	}
 	if r.Method == http.MethodConnect {
 		if route == routeQuit {
 			return &replyConnectQuit
@@ -33,6 +54,25 @@ func checkFraming(route routeClass, r *http.Request) *reply {
 		return &replyUpgrade
 	}
 	return nil
+}
+
+// declaresBody reports whether r announces a body. net/http sets
+// ContentLength from Content-Length and moves Transfer-Encoding out of the
+// header into TransferEncoding (and refuses requests that carry both).
+func declaresBody(r *http.Request) bool {
+	return r.ContentLength > 0 || len(r.TransferEncoding) > 0
+}
+
+// refuseFraming sends the reply of checkFraming. For a refused body it
+// first bounds, with a read deadline on the connection, what net/http
+// reads of the body after the reply (see bodyLinger).
+func refuseFraming(w http.ResponseWriter, rep *reply) int {
+	if rep == &replyBody {
+		// Not every ResponseWriter supports deadlines (test recorders do
+		// not); the connection's own does.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyLinger))
+	}
+	return writeReply(w, rep)
 }
 
 // wantsUpgrade reports whether a request header asks to switch protocols:

@@ -2,6 +2,7 @@ package imds
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const (
@@ -348,5 +353,209 @@ func TestUpstreamSwitchingProtocolsIs502(t *testing.T) {
 	}
 	if requests, upgrades, after := upstream.counts(); requests != 1 || upgrades != 0 || after != 0 {
 		t.Errorf("upstream saw %d requests, %d upgrades, %d bytes after its 101; want 1, 0, 0", requests, upgrades, after)
+	}
+}
+
+const bodyBody = `{"error":"invalid_request","error_description":"Request bodies are not accepted; send no Content-Length or Transfer-Encoding"}`
+
+// replyWait is how long a test waits for a reply the proxy sends at once:
+// generous, so that a loaded machine never fails a test that is right.
+const replyWait = 2 * time.Second
+
+func TestRefusesDeclaredBodies(t *testing.T) {
+	t.Parallel()
+	upstream := newUpstream(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "{}") })
+	src := &fakeSource{tok: testToken("pod-token")}
+	s, _ := newTestServer(t, testConfig(upstream.URL), src)
+	addr := hostOf(serve(t, s))
+
+	const (
+		md    = "Metadata: true"
+		token = "/metadata/identity/oauth2/token" + okQuery
+		// ackBody acknowledges a scheduled event, the one IMDS request
+		// with a body.
+		ackBody = `{"StartRequests":[{"EventId":"00000000-0000"}]}`
+	)
+	tests := []struct {
+		name   string
+		method string
+		target string
+		proto  string
+		head   []string
+		body   string
+	}{
+		{"token, declared body never sent", "GET", token, "HTTP/1.1", []string{md, "Content-Length: 100"}, ""},
+		{"token, body half sent", "GET", token, "HTTP/1.1", []string{md, "Content-Length: 100"}, "resource=x"},
+		{"token, body sent", "GET", token, "HTTP/1.1", []string{md, "Content-Length: 5"}, "hello"},
+		{"token, huge declared body", "GET", token, "HTTP/1.1", []string{md, "Content-Length: 1000000000"}, ""},
+		{"token, chunked and nothing sent", "GET", token, "HTTP/1.1", []string{md, "Transfer-Encoding: chunked"}, ""},
+		{"token, chunked body sent", "GET", token, "HTTP/1.1", []string{md, "Transfer-Encoding: chunked"}, "5\r\nhello\r\n0\r\n\r\n"},
+		{"token, Expect 100-continue", "POST", token, "HTTP/1.1", []string{md, "Content-Length: 10", "Expect: 100-continue"}, ""},
+		{"token over HTTP/1.0", "GET", token, "HTTP/1.0", []string{md, "Content-Length: 100"}, ""},
+		{"quit with a body", "POST", "/quitquitquit", "HTTP/1.1", []string{md, "Content-Length: 2", "Content-Type: application/json"}, "{}"},
+		{"passthrough with a body", "POST", "/metadata/scheduledevents?api-version=2020-07-01", "HTTP/1.1",
+			[]string{md, "Content-Length: " + strconv.Itoa(len(ackBody))}, ackBody},
+		{"identity info with a body", "GET", "/metadata/identity/info", "HTTP/1.1", []string{md, "Content-Length: 100"}, ""},
+		{"readyz with a body", "GET", "/readyz", "HTTP/1.1", []string{"Content-Length: 100"}, ""},
+		{"metrics with a body", "GET", "/metrics", "HTTP/1.1", []string{"Transfer-Encoding: chunked"}, ""},
+		{"disguised path with a body", "GET", `/metadata/identity\oauth2\token`, "HTTP/1.1", []string{md, "Content-Length: 100"}, ""},
+		{"CONNECT with a body", "CONNECT", "/metadata/instance", "HTTP/1.1", []string{"Content-Length: 100"}, ""},
+		{"upgrade with a body", "GET", "/metadata/instance", "HTTP/1.1", []string{md, "Upgrade: websocket", "Content-Length: 100"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := dialRaw(t, addr)
+			c.send(append([]string{tt.method + " " + tt.target + " " + tt.proto, "Host: 169.254.169.254"}, tt.head...), tt.body)
+			got := c.reply(tt.method, replyWait)
+			assertJSONReply(t, got, 400, bodyBody)
+			if !got.close {
+				t.Error("reply without Connection: close")
+			}
+			if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
+				t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if n := upstream.count(); n != 0 {
+			t.Errorf("upstream saw %d requests; want 0", n)
+		}
+		if n := len(src.calls()); n != 0 {
+			t.Errorf("token source saw %d requests; want 0", n)
+		}
+		select {
+		case <-s.Quit():
+			t.Error("/quitquitquit with a body stopped the proxy")
+		default:
+		}
+	})
+}
+
+// logLines collects the lines of a funcr logger.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		l.mu.Lock()
+		l.lines = append(l.lines, prefix+" "+args)
+		l.mu.Unlock()
+	}, funcr.Options{Verbosity: 1})
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// TestDeclaredBodyDoesNotHoldTheDrain declares a body and trickles it, a
+// byte at a time, through SIGTERM: the drain must end with the connection,
+// well before the drain timeout, and not by timing out.
+func TestDeclaredBodyDoesNotHoldTheDrain(t *testing.T) {
+	t.Parallel()
+	fired := make(chan time.Time)
+	close(fired)
+	cfg := testConfig("")
+	cfg.ShutdownDelay = time.Minute
+	cfg.After = func(time.Duration) <-chan time.Time { return fired }
+	cfg.DrainTimeout = 10 * time.Second
+	var logs logLines
+	s, err := New(cfg, &fakeSource{tok: testToken("tok")}, logs.logger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+
+	c := dialRaw(t, ln.Addr().String())
+	c.send([]string{"GET /metadata/identity/oauth2/token" + okQuery + " HTTP/1.1", "Host: 169.254.169.254", "Metadata: true",
+		"Content-Length: 1000"}, "")
+	assertJSONReply(t, c.reply("GET", replyWait), 400, bodyBody)
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-trickled })
+
+	cancel() // SIGTERM; the shutdown delay is over at once
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(cfg.DrainTimeout + 5*time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if all := logs.String(); strings.Contains(all, "drain timed out") {
+		t.Errorf("the drain timed out:\n%s", all)
+	}
+	if closed, _ := c.closedWithin(5 * time.Second); !closed {
+		t.Error("connection still open after the drain")
+	}
+}
+
+// TestTrickledHeaderIsCut sends a request head one line at a time, without
+// ever ending it: the header read timeout closes the connection however
+// steadily the lines come.
+func TestTrickledHeaderIsCut(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestServer(t, testConfig(""), &fakeSource{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c := dialRaw(t, ln.Addr().String())
+	if _, err := io.WriteString(c, "GET /readyz HTTP/1.1\r\nHost: 169.254.169.254\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := io.WriteString(c, "X-Trickle: 1\r\n"); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-trickled })
+	// The header read timeout is 5 s; the deadline here is generous.
+	if closed, rest := c.closedWithin(20 * time.Second); !closed || rest != "" {
+		t.Errorf("trickled header: closed=%v, got %q", closed, rest)
 	}
 }

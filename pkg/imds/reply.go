@@ -111,6 +111,8 @@ var (
 	replyQuit = reply{status: http.StatusOK, body: []byte(`{"status":"shutting down"}`)}
 
 	// The refusals of checkFraming close the connection.
+	replyBody = reply{status: http.StatusBadRequest, close: true,
+		body: errorBody("invalid_request", "Request bodies are not accepted; send no Content-Length or Transfer-Encoding")}
 	replyConnect = reply{status: http.StatusMethodNotAllowed, allow: http.MethodGet, close: true,
 		body: errorBody("method_not_allowed", "CONNECT is not supported: imds-proxy opens no tunnels")}
 	replyConnectQuit = reply{status: http.StatusMethodNotAllowed, allow: http.MethodPost, close: true,

@@ -129,7 +129,7 @@ func (s *Server) serve(route routeClass, w http.ResponseWriter, r *http.Request)
 	start := time.Now()
 	var code int
 	if rep := checkFraming(route, r); rep != nil {
-		code = writeReply(w, rep)
+		code = refuseFraming(w, rep)
 	} else {
 		code = s.routes[route](w, r)
 	}
@@ -252,8 +252,11 @@ func (s *Server) serveQuit(w http.ResponseWriter, r *http.Request) int {
 	return code
 }
 
-// passthroughHandler forwards the IMDS categories of SPEC §3.6 to the real
-// IMDS with httputil.ReverseProxy, or refuses them in block mode.
+// passthroughHandler forwards the non-identity IMDS categories to the real
+// IMDS with httputil.ReverseProxy, or refuses them in block mode. Requests
+// reach it without a body and without an upgrade (checkFraming), so it
+// forwards neither; acknowledging a scheduled event, a POST with a JSON
+// body, is not possible through the proxy.
 func (s *Server) passthroughHandler() http.Handler {
 	if s.cfg.InstanceMetadata == InstanceMetadataBlock {
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeReply(w, &replyBlocked) })
@@ -347,10 +350,10 @@ func (p promLogger) Println(v ...any) {
 // measurable on a warm token reply), and here they would bound nothing
 // that needs bounding. The listener is loopback-only inside the pod, so its
 // clients are the pod's own processes, which may ask for tokens anyway. No
-// handler reads a request body (the IMDS endpoints are GET, /quitquitquit
-// ignores its body; the passthrough forwards one under the 5 s passthrough
-// timeout). Replies are a few KB, which the loopback socket buffer takes
-// whole, so a client that does not read cannot stall a handler's write.
+// route reads a request body: checkFraming refuses one at once and bounds
+// what net/http reads of it afterwards. Replies are a few KB, which the
+// loopback socket buffer takes whole, so a client that does not read
+// cannot stall a handler's write.
 // A token request that waits on Entra is bounded by the exchange timeout,
 // and on shutdown the drain timeout closes whatever is left.
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
