@@ -46,6 +46,14 @@ const (
 	// shutdown delay. It exceeds the default exchange timeout (15 s), so a
 	// token request waiting on Entra can finish.
 	DefaultDrainTimeout = 20 * time.Second
+	// DefaultMaxConnections bounds the connections the loopback listener
+	// serves at once. Real pods open a few dozen at most (a keep-alive
+	// pool per process). Each served connection holds a goroutine and
+	// 15-20 KiB, about 32 KiB while a request head up to the header cap is
+	// read (BenchmarkHostileConnections), so 1024 keeps a flood of
+	// connections near 32 MiB, inside a sidecar's memory limit; further
+	// connections wait in the kernel's accept queue (docs/security.md).
+	DefaultMaxConnections = 1024
 )
 
 // HopHeader marks requests the proxy forwards to the real IMDS. Seeing it on
@@ -76,6 +84,9 @@ type Config struct {
 	ShutdownDelay time.Duration
 	// DrainTimeout bounds the wait for in-flight requests after the delay.
 	DrainTimeout time.Duration
+	// MaxConnections bounds the connections Serve serves at once; 0 means
+	// DefaultMaxConnections. Further connections wait to be accepted.
+	MaxConnections int
 	// Gatherer is served on /metrics; nil answers /metrics with 404.
 	Gatherer prometheus.Gatherer
 	// ProbeDiagnostics returns extra key/value pairs for the error line
@@ -105,6 +116,9 @@ func (c Config) withDefaults() (Config, *url.URL, error) {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -340,10 +340,32 @@ func (p promLogger) Println(v ...any) {
 	p.log.Error(nil, "serving metrics failed", "details", v)
 }
 
+// Bounds of every connection of both listeners (newHTTPServer).
+const (
+	// readHeaderTimeout bounds the time from the first byte of a request
+	// (or from accepting the connection) to the end of its head, however
+	// steadily the bytes trickle in.
+	readHeaderTimeout = 5 * time.Second
+	// idleTimeout closes keep-alive connections left unused. It matches
+	// the idle timeout of Go's and most HTTP client pools, so the server
+	// rarely closes a connection a client is about to reuse.
+	idleTimeout = 90 * time.Second
+	// maxHeaderBytes caps a request head (net/http allows 4 KiB more).
+	// IMDS requests carry a few hundred bytes of headers; 16 KiB leaves
+	// room for tracing headers (W3C baggage is at most 8 KiB) and keeps
+	// the memory of DefaultMaxConnections slow request heads bounded.
+	maxHeaderBytes = 16 << 10
+	// maxMetricsConnections bounds the connections of the --metrics-addr
+	// listener, which may be reachable from outside the pod: a few
+	// scrapers use it.
+	maxMetricsConnections = 64
+)
+
 // newHTTPServer returns the http.Server of the loopback listener, with a
 // header size cap and the timeouts that bound its clients:
 // ReadHeaderTimeout (a client must send its request head in time) and
-// IdleTimeout (keep-alive connections are closed when unused).
+// IdleTimeout (keep-alive connections are closed when unused). Serve also
+// caps the number of connections (limitListener).
 //
 // It sets no ReadTimeout and no WriteTimeout: with them net/http arms and
 // clears a read and a write deadline on every request (two timer updates,
@@ -359,14 +381,15 @@ func (p promLogger) Println(v ...any) {
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
 	}
 }
 
-// Serve serves Handler on ln until ctx ends or /quitquitquit is called. When
+// Serve serves Handler on ln, at most MaxConnections connections at once,
+// until ctx ends or /quitquitquit is called. When
 // ctx ends it keeps serving for the shutdown delay (an app shutting down
 // beside a regular sidecar may still need a token), then stops accepting,
 // waits up to the drain timeout for in-flight requests, and returns nil.
@@ -374,7 +397,7 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := s.newHTTPServer(s.Handler())
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newLimitListener(ln, s.cfg.MaxConnections)) }()
 
 	select {
 	case err := <-errc:
@@ -404,7 +427,7 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 	srv.ReadTimeout = 10 * time.Second
 	srv.WriteTimeout = 30 * time.Second
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newLimitListener(ln, maxMetricsConnections)) }()
 	select {
 	case err := <-errc:
 		return err

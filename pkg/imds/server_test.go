@@ -596,7 +596,7 @@ func TestNewHTTPServerTimeouts(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestServer(t, testConfig(""), &fakeSource{})
 	srv := s.newHTTPServer(s.Handler())
-	if srv.ReadHeaderTimeout != 5*time.Second || srv.IdleTimeout != 90*time.Second || srv.MaxHeaderBytes != 64<<10 {
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.IdleTimeout != 90*time.Second || srv.MaxHeaderBytes != 16<<10 {
 		t.Errorf("ReadHeaderTimeout %v, IdleTimeout %v, MaxHeaderBytes %d", srv.ReadHeaderTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
 	}
 	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
