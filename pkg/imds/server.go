@@ -40,9 +40,14 @@ type Server struct {
 	quit chan struct{}
 }
 
-// New builds a Server. It makes no network calls.
+// New builds a Server: it fills the defaults of cfg and validates it
+// (Config.Validate). It makes no network calls.
 func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registerer) (*Server, error) {
-	cfg, upstream, err := cfg.withDefaults()
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	upstream, err := parseUpstream(cfg.Upstream)
 	if err != nil {
 		return nil, err
 	}

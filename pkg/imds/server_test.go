@@ -425,11 +425,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{}, "tenant id is required"},
-		{Config{TenantID: "t", InstanceMetadata: "allow"}, `instance metadata mode "allow" is neither "passthrough" nor "block"`},
-		{Config{TenantID: "t", Upstream: "ftp://x"}, `upstream "ftp://x": scheme must be http or https`},
-		{Config{TenantID: "t", Upstream: "http://"}, `upstream "http://": host is missing`},
-		{Config{TenantID: "t", Upstream: "http://x/metadata"}, `upstream "http://x/metadata": must be scheme://host[:port] without path, query or credentials`},
+		{Config{}, `TenantID "": is required`},
+		{Config{TenantID: "t", InstanceMetadata: "allow"}, `InstanceMetadata "allow": must be "passthrough" or "block"`},
+		{Config{TenantID: "t", Upstream: "ftp://x"}, `Upstream "ftp://x": scheme must be http or https`},
+		{Config{TenantID: "t", Upstream: "http://"}, `Upstream "http://": host is missing`},
+		{Config{TenantID: "t", Upstream: "http://x/metadata"}, `Upstream "http://x/metadata": must be scheme://host[:port] without path, query or credentials`},
+		{Config{TenantID: "t", DrainTimeout: -time.Second, ShutdownDelay: -1}, "ShutdownDelay \"-1ns\": must not be negative\nDrainTimeout \"-1s\": must not be negative"},
 	}
 	for _, tt := range tests {
 		_, err := New(tt.cfg, &fakeSource{}, testLogger(t), prometheus.NewRegistry())
