@@ -55,7 +55,13 @@ const (
 	// connections near 32 MiB, inside a sidecar's memory limit; further
 	// connections wait in the kernel's accept queue (docs/security.md).
 	DefaultMaxConnections = 1024
+	// DefaultExemptUID is the UID of the proxy image (USER 1501:1501),
+	// which proxy-init exempts from the redirect.
+	DefaultExemptUID = 1501
 )
+
+// maxUID is the largest user ID; (uid_t)-1 means "no user".
+const maxUID = 1<<32 - 2
 
 // HopHeader marks requests the proxy forwards to the real IMDS. Seeing it on
 // an incoming request means the forwarded request was redirected back to
@@ -88,6 +94,9 @@ type Config struct {
 	// MaxConnections bounds the connections Serve serves at once; 0 means
 	// DefaultMaxConnections. Further connections wait to be accepted.
 	MaxConnections int
+	// ExemptUID is the UID proxy-init exempts from the redirect, named by
+	// the reply to a passthrough loop; 0 means DefaultExemptUID.
+	ExemptUID int
 	// Gatherer is served on /metrics; nil answers /metrics with 404.
 	Gatherer prometheus.Gatherer
 	// ProbeDiagnostics returns extra key/value pairs for the error line
@@ -118,6 +127,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.ExemptUID == 0 {
+		c.ExemptUID = DefaultExemptUID
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -185,6 +197,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnections < 0 {
 		invalid("MaxConnections", strconv.Itoa(c.MaxConnections), errNegative)
+	}
+	if c.ExemptUID < 0 || c.ExemptUID > maxUID {
+		invalid("ExemptUID", strconv.Itoa(c.ExemptUID), fmt.Errorf("is not a UID (0 to %d)", maxUID))
 	}
 	return errors.Join(errs...)
 }

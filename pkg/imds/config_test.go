@@ -19,7 +19,7 @@ func TestValidate(t *testing.T) {
 		{"zero values stand for defaults", func(*Config) {}, ""},
 		{"every field set", func(c *Config) {
 			*c = Config{TenantID: "contoso.onmicrosoft.com", Upstream: "https://[fd00::1]:8443/", InstanceMetadata: InstanceMetadataBlock,
-				PassthroughTimeout: time.Second, ShutdownDelay: 0, DrainTimeout: time.Minute, MaxConnections: 1}
+				PassthroughTimeout: time.Second, ShutdownDelay: 0, DrainTimeout: time.Minute, MaxConnections: 1, ExemptUID: 65534}
 		}, ""},
 		{"defaults filled in", func(c *Config) { *c = c.withDefaults() }, ""},
 
@@ -65,16 +65,21 @@ func TestValidate(t *testing.T) {
 		{"negative shutdown delay", func(c *Config) { c.ShutdownDelay = -time.Nanosecond }, `ShutdownDelay "-1ns": must not be negative`},
 		{"negative drain timeout", func(c *Config) { c.DrainTimeout = math.MinInt64 }, `DrainTimeout "-2562047h47m16.854775808s": must not be negative`},
 		{"negative connection cap", func(c *Config) { c.MaxConnections = -1 }, `MaxConnections "-1": must not be negative`},
+		{"largest UID", func(c *Config) { c.ExemptUID = 4294967294 }, ""},
+		{"negative UID", func(c *Config) { c.ExemptUID = -1 }, `ExemptUID "-1": is not a UID (0 to 4294967294)`},
+		{"UID of nobody", func(c *Config) { c.ExemptUID = 4294967295 }, `ExemptUID "4294967295": is not a UID (0 to 4294967294)`},
 
 		{"every problem at once", func(c *Config) {
-			*c = Config{Upstream: "gopher://x", InstanceMetadata: "x", PassthroughTimeout: -1, ShutdownDelay: -1, DrainTimeout: -1, MaxConnections: -1}
+			*c = Config{Upstream: "gopher://x", InstanceMetadata: "x", PassthroughTimeout: -1, ShutdownDelay: -1, DrainTimeout: -1, MaxConnections: -1,
+				ExemptUID: -1}
 		}, `TenantID "": is required` + "\n" +
 			`Upstream "gopher://x": scheme must be http or https` + "\n" +
 			`InstanceMetadata "x": must be "passthrough" or "block"` + "\n" +
 			`PassthroughTimeout "-1ns": must not be negative` + "\n" +
 			`ShutdownDelay "-1ns": must not be negative` + "\n" +
 			`DrainTimeout "-1ns": must not be negative` + "\n" +
-			`MaxConnections "-1": must not be negative`},
+			`MaxConnections "-1": must not be negative` + "\n" +
+			`ExemptUID "-1": is not a UID (0 to 4294967294)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

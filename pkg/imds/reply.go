@@ -97,13 +97,6 @@ var (
 		"No such metadata endpoint; imds-proxy serves /metadata/identity/oauth2/token and /metadata/identity/info and forwards /metadata/{instance,versions,attested,scheduledevents,loadbalancer}")
 	replyBlocked = newReply(http.StatusForbidden, "forbidden",
 		"Instance metadata is blocked by imds-proxy (--instance-metadata=block)")
-	// replyLoop explains a request that carries our own hop marker: the
-	// proxy's passthrough request to 169.254.169.254 was redirected back to
-	// the proxy, which happens when a pod-level runAsUser overrides the
-	// image's UID 1501 that the init container's iptables rules exempt
-	// (peers.md §0, azure-workload-identity#1009).
-	replyLoop = newReply(http.StatusLoopDetected, "loop_detected",
-		"imds-proxy received its own forwarded request: the iptables rules installed by proxy-init did not exempt the proxy's UID (a pod-level securityContext.runAsUser overrides the proxy image's UID 1501); remove the pod-level runAsUser or set runAsUser: 1501 on the proxy container")
 	replyUpstreamTimeout = newReply(http.StatusGatewayTimeout, "service_unavailable",
 		"The instance metadata service did not answer in time")
 	replyUpstreamUnreachable = newReply(http.StatusBadGateway, "service_unavailable",
@@ -124,6 +117,19 @@ var (
 	replyUpstreamSwitched = newReply(http.StatusBadGateway, "service_unavailable",
 		"The instance metadata service tried to switch protocols; imds-proxy opens no tunnels")
 )
+
+// loopReply explains a request that carries our own hop marker: the
+// proxy's passthrough request to 169.254.169.254 was redirected back to
+// the proxy, which happens when a pod-level runAsUser overrides the UID of
+// the proxy image, exemptUID, that the init container's iptables rules
+// exempt (https://github.com/Azure/azure-workload-identity/issues/1009).
+func loopReply(exemptUID int) reply {
+	uid := strconv.Itoa(exemptUID)
+	return newReply(http.StatusLoopDetected, "loop_detected",
+		"imds-proxy received its own forwarded request: the iptables rules installed by proxy-init did not exempt the proxy's UID "+
+			"(a pod-level securityContext.runAsUser overrides the proxy image's UID "+uid+"); "+
+			"remove the pod-level runAsUser or set runAsUser: "+uid+" on the proxy container")
+}
 
 // repeatedParamReply refuses a query that names a parameter twice, or two
 // names that differ only in case.

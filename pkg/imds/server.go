@@ -34,6 +34,9 @@ type Server struct {
 	metricsOnly http.Handler
 	// infoBody is the precomputed /metadata/identity/info reply.
 	infoBody reply
+	// loop is the precomputed reply to a request that came back through
+	// the passthrough.
+	loop reply
 
 	quitOnce sync.Once
 	// quit is closed by POST /quitquitquit.
@@ -66,6 +69,7 @@ func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registe
 		metrics:  m,
 		quit:     make(chan struct{}),
 		infoBody: reply{status: http.StatusOK, body: infoJSON(cfg.TenantID)},
+		loop:     loopReply(cfg.ExemptUID),
 	}
 	metricsHandler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeReply(w, &replyNotFound)
@@ -317,8 +321,9 @@ func (s *Server) passthroughHandler() http.Handler {
 		// The hop marker on an incoming request means our own forwarded
 		// request came back: answer instead of looping (SPEC §3.6).
 		if _, looped := r.Header[HopHeader]; looped {
-			s.log.Error(nil, "passthrough loop detected: the proxy's UID is not exempted from the iptables redirect (pod-level runAsUser?)")
-			writeReply(w, &replyLoop)
+			s.log.Error(nil, "passthrough loop detected: the proxy's UID is not exempted from the iptables redirect (pod-level runAsUser?)",
+				"exemptUID", s.cfg.ExemptUID)
+			writeReply(w, &s.loop)
 			return
 		}
 		if _, ok := r.Header["X-Forwarded-For"]; ok {

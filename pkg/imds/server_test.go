@@ -337,6 +337,29 @@ func TestPassthroughLoopGuard(t *testing.T) {
 	_ = reg
 }
 
+// The loop reply names the UID proxy-init was configured to exempt.
+func TestPassthroughLoopNamesExemptUID(t *testing.T) {
+	t.Parallel()
+	upstream := newUpstream(t, func(http.ResponseWriter, *http.Request) {})
+	for _, tt := range []struct {
+		uid  int
+		body string
+	}{
+		{0, bodyLoop},
+		{1501, bodyLoop},
+		{2000, strings.ReplaceAll(bodyLoop, "1501", "2000")},
+	} {
+		cfg := testConfig(upstream.URL)
+		cfg.ExemptUID = tt.uid
+		s, _ := newTestServer(t, cfg, &fakeSource{})
+		got := rawRequest(t, hostOf(serve(t, s)), "GET", "/metadata/instance", "Metadata: true", HopHeader+": 1")
+		assertJSONReply(t, got, 508, tt.body)
+	}
+	if n := upstream.count(); n != 0 {
+		t.Errorf("upstream saw %d requests; want 0", n)
+	}
+}
+
 func TestPassthroughTimeoutAndUnreachable(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
