@@ -207,7 +207,7 @@ func (c *rawConn) reply(method string, wait time.Duration) rawResponse {
 		c.t.Fatalf("read body: %v", err)
 	}
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
-	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(body), chunked: chunked,
+	return rawResponse{status: resp.StatusCode, statusLine: resp.Status, header: resp.Header, body: string(body), chunked: chunked,
 		contentLength: resp.ContentLength, close: resp.Close}
 }
 

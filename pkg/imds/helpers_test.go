@@ -143,8 +143,10 @@ func serve(t *testing.T, s *Server) *httptest.Server {
 // rawResponse is a parsed HTTP response with its body read.
 type rawResponse struct {
 	status int
-	header http.Header
-	body   string
+	// statusLine is the status code and reason phrase, "400 Bad Request".
+	statusLine string
+	header     http.Header
+	body       string
 	// chunked is true when the reply used chunked transfer encoding.
 	chunked bool
 	// contentLength is the Content-Length the reply declared, or -1.
@@ -193,7 +195,7 @@ func rawRequest(t *testing.T, addr, method, target string, headers ...string) ra
 		t.Fatalf("read body: %v", err)
 	}
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
-	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(body), chunked: chunked,
+	return rawResponse{status: resp.StatusCode, statusLine: resp.Status, header: resp.Header, body: string(body), chunked: chunked,
 		contentLength: resp.ContentLength, close: resp.Close}
 }
 

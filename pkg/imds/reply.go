@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -18,9 +17,13 @@ import (
 // type and a positive Content-Length (Azure/azure-data-lake-store-java#57).
 const contentTypeJSON = "application/json; charset=utf-8"
 
-// maxRetryAfter caps Retry-After on throttled replies: azidentity's IMDS
-// retry policy gives up instead of waiting when Retry-After exceeds its
-// 25 s MaxRetryDelay (azcore runtime/policy_retry.go).
+// maxRetryAfter caps the Retry-After header of throttled replies:
+// azidentity's IMDS retry policy gives up instead of waiting when
+// Retry-After exceeds its 25 s MaxRetryDelay (azcore
+// runtime/policy_retry.go). This is the only cap on Retry-After in the
+// proxy, and it applies to the header sent to clients only: the token
+// source itself waits as long as Entra asked before it asks again, and
+// reports the time left in exchange.Error.RetryAfter.
 const maxRetryAfter = 25 * time.Second
 
 // defaultRetryAfter is sent on a throttled reply whose cause carried no
@@ -186,8 +189,14 @@ func tokenErrorReply(err error) reply {
 		return newReply(http.StatusBadRequest, "invalid_request",
 			"Microsoft Entra ID rejected the pod's projected service account token"+cause(e))
 	case exchange.ReasonThrottled:
-		r := newReply(http.StatusTooManyRequests, "too_many_requests",
-			"Microsoft Entra ID is throttling token requests; retry later"+cause(e))
+		desc := "Microsoft Entra ID is throttling token requests; retry later" + cause(e)
+		if e.RetryAfter > maxRetryAfter {
+			// The header says 25 s at most; say how long Entra asked
+			// for, so that a client answered 429 again in 25 s knows
+			// why.
+			desc += "; Microsoft Entra ID asked to wait " + strconv.FormatInt(ceilSeconds(e.RetryAfter), 10) + " s"
+		}
+		r := newReply(http.StatusTooManyRequests, "too_many_requests", desc)
 		r.retryAfter = retryAfterSeconds(e.RetryAfter)
 		return r
 	case exchange.ReasonTokenFile:
@@ -217,13 +226,24 @@ func cause(e *exchange.Error) string {
 	}
 }
 
-// retryAfterSeconds rounds d up to whole seconds within [1, 25].
+// retryAfterSeconds is the Retry-After header for a throttled reply whose
+// cause asked to wait d: d rounded up to whole seconds, at most
+// maxRetryAfter, and defaultRetryAfter when d is not positive.
 func retryAfterSeconds(d time.Duration) int {
 	if d <= 0 {
 		d = defaultRetryAfter
 	}
-	d = min(d, maxRetryAfter)
-	return int(math.Ceil(d.Seconds()))
+	return int(ceilSeconds(min(d, maxRetryAfter)))
+}
+
+// ceilSeconds rounds a positive d up to whole seconds, without overflow
+// for the largest durations.
+func ceilSeconds(d time.Duration) int64 {
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return s
 }
 
 // writeReply sends r with an explicit Content-Length, so it is never

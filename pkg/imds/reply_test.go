@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -43,7 +44,25 @@ func TestTokenErrorReply(t *testing.T) {
 			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "3"},
 		{"throttled retry-after capped at 25 s",
 			&exchange.Error{Reason: exchange.ReasonThrottled, Code: "AADSTS50196", RetryAfter: 10 * time.Minute},
-			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later (AADSTS50196)"}`, "25"},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later (AADSTS50196); Microsoft Entra ID asked to wait 600 s"}`, "25"},
+		{"throttled 300 s",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 300 * time.Second},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 300 s"}`, "25"},
+		{"throttled exactly 25 s",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 25 * time.Second},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "25"},
+		{"throttled just over 25 s",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 25*time.Second + time.Nanosecond},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 26 s"}`, "25"},
+		{"throttled for the longest duration",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: math.MaxInt64},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 9223372037 s"}`, "25"},
+		{"throttled with a negative delay",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: math.MinInt64},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "5"},
+		{"throttled for a nanosecond",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: time.Nanosecond},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "1"},
 		{"throttled without delay",
 			&exchange.Error{Reason: exchange.ReasonThrottled},
 			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "5"},

@@ -207,25 +207,32 @@ func TestTokenSuccess(t *testing.T) {
 func TestTokenSourceErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		err    error
-		status int
-		body   string
+		err        error
+		status     int
+		body       string
+		retryAfter string
 	}{
 		{&exchange.Error{Reason: exchange.ReasonIdentityNotFound, Code: "AADSTS700016", Detail: "application not found in the tenant"}, 400,
-			`{"error":"invalid_request","error_description":"Identity not found (AADSTS700016: application not found in the tenant)"}`},
+			`{"error":"invalid_request","error_description":"Identity not found (AADSTS700016: application not found in the tenant)"}`, ""},
 		{&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 7 * time.Second}, 429,
-			`{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`},
-		{errors.New("x"), 503, `{"error":"service_unavailable","error_description":"The token service is unavailable; retry later"}`},
+			`{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "7"},
+		// Entra's own Retry-After reaches clients capped at 25 s.
+		{&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 300 * time.Second}, 429,
+			`{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 300 s"}`, "25"},
+		{errors.New("x"), 503, `{"error":"service_unavailable","error_description":"The token service is unavailable; retry later"}`, ""},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+		t.Run(fmt.Sprint(tt.status, tt.retryAfter), func(t *testing.T) {
 			t.Parallel()
 			s, _ := newTestServer(t, testConfig(""), &fakeSource{err: tt.err})
 			got := rawRequest(t, hostOf(serve(t, s)), "GET", "/metadata/identity/oauth2/token"+okQuery, "Metadata: true")
 			assertJSONReply(t, got, tt.status, tt.body)
+			if v := got.header.Get("Retry-After"); v != tt.retryAfter {
+				t.Errorf("Retry-After = %q; want %q", v, tt.retryAfter)
+			}
 			// Azure CLI matches the status line text of a 400.
-			if tt.status == 429 && got.header.Get("Retry-After") != "7" {
-				t.Errorf("Retry-After = %q", got.header.Get("Retry-After"))
+			if tt.status == 400 && got.statusLine != "400 Bad Request" {
+				t.Errorf("status line = %q", got.statusLine)
 			}
 		})
 	}
