@@ -3,6 +3,7 @@ package imds
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"io"
 	"net"
@@ -220,3 +221,22 @@ func golden(t *testing.T, name, got string) {
 }
 
 func testLogger(t *testing.T) logr.Logger { return testr.New(t) }
+
+// checkErrorBody fails unless body is the IMDS error shape: a JSON object
+// with exactly the keys error and error_description, both non-empty
+// strings.
+func checkErrorBody(t *testing.T, body []byte) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("error body %q is not a JSON object: %v", body, err)
+	}
+	if len(m) != 2 {
+		t.Fatalf("error body %s has keys other than error and error_description", body)
+	}
+	for _, k := range []string{"error", "error_description"} {
+		if v, ok := m[k].(string); !ok || v == "" {
+			t.Fatalf("error body %s: %s is %#v; want a non-empty string", body, k, m[k])
+		}
+	}
+}

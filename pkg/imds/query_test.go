@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
@@ -250,41 +251,126 @@ func manyParams(n int) string {
 	return b.String()
 }
 
-// FuzzParseTokenQuery checks that the parser never panics, that an accepted
-// query always has a resource, at most one selector, and agrees with
-// url.ParseQuery on the values it read, and that a refusal is a 400.
+// FuzzParseTokenQuery checks parseTokenQuery against a reference parse
+// written independently of it. A refusal is a 400 with a JSON error body.
+// An accepted query names no parameter twice, not even under case
+// folding, and no known parameter in the wrong case; its api-version is
+// valid and its resource is exactly the decoded value given. Above all, it
+// asks for no identity it did not name: the default identity only when no
+// parameter name folds to a selector, and otherwise exactly the one
+// selector given, with exactly its decoded value.
 func FuzzParseTokenQuery(f *testing.F) {
 	for _, s := range []string{
 		"api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id=x",
 		"api-version=2018-02-01&resource=r&resource=s", "resource=r", "%zz", "a=1&&b=2&a", "api-version=2018-02-01&resource=%2B+",
 		"api-version=2018-02-01&resource=r&object_id=a&mi_res_id=b", "api-version=2018-02-01;resource=r",
+		"api-version=2018-02-01&resource=r&Client_ID=b", "api-version=2018-02-01&resource=r&client_id=",
+		"api-version=2018-02-01&resource=r&cl%C4%B1ent_id=b", "api-version=2018-02-01&resource=r&m%C5%BFi_res_id=b",
+		"api-version=2018-02-01&resource=r&principal_id=p&bypass_cache=TRUE&token_sha256_to_refresh=h",
+		"api-version=2018-02-01&resource=r&client_id=a&CLIENT_ID=b",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		req, rep := parseTokenQuery(raw)
+		pairs, decodable := referenceQuery(raw)
 		if rep != nil {
-			if rep.status != 400 || len(rep.body) == 0 {
-				t.Fatalf("refusal %d %q", rep.status, rep.body)
+			if rep.status != 400 {
+				t.Fatalf("parseTokenQuery(%q) refused with %d", raw, rep.status)
 			}
+			checkErrorBody(t, rep.body)
 			return
 		}
-		if req.Resource == "" {
-			t.Fatalf("accepted %q without a resource", raw)
+		if !decodable {
+			t.Fatalf("accepted %q, which does not decode", raw)
 		}
-		// Go's parser rejects ";" separators that ours treats as data;
-		// compare only when it accepts the query.
-		vals, err := url.ParseQuery(raw)
-		if err != nil {
-			return
+		values := map[string]string{}
+		for i, p := range pairs {
+			for _, q := range pairs[:i] {
+				if strings.EqualFold(p.name, q.name) {
+					t.Fatalf("accepted %q with %q and %q", raw, q.name, p.name)
+				}
+			}
+			for _, k := range knownParams {
+				if p.name != k && referenceFolds(p.name, k) {
+					t.Fatalf("accepted %q with %q, which folds to %q", raw, p.name, k)
+				}
+			}
+			values[p.name] = p.value
 		}
-		if got := vals["resource"]; len(got) != 1 || got[0] != req.Resource {
-			t.Fatalf("resource %q; url.ParseQuery says %q", req.Resource, got)
+		if !validAPIVersion(values["api-version"]) {
+			t.Fatalf("accepted %q with api-version %q", raw, values["api-version"])
 		}
-		if got := vals["api-version"]; len(got) != 1 || !validAPIVersion(got[0]) {
-			t.Fatalf("accepted api-version %q", got)
+		if r, ok := values["resource"]; !ok || r == "" || req.Resource != r {
+			t.Fatalf("accepted %q as resource %q; the query says %q", raw, req.Resource, r)
+		}
+		var named []queryParam
+		for _, s := range selectorParams {
+			for _, p := range pairs {
+				if referenceFolds(p.name, s.name) {
+					named = append(named, p)
+				}
+			}
+		}
+		switch len(named) {
+		case 0:
+			if req.Identity != (exchange.Selector{}) {
+				t.Fatalf("accepted %q, which names no identity, as %+v", raw, req.Identity)
+			}
+		case 1:
+			want := exchange.Selector{Kind: referenceKind(named[0].name), Value: named[0].value}
+			if want.Value == "" || req.Identity != want {
+				t.Fatalf("accepted %q, which names %s=%q, as %+v", raw, named[0].name, named[0].value, req.Identity)
+			}
+		default:
+			t.Fatalf("accepted %q, which names %d identities, as %+v", raw, len(named), req.Identity)
+		}
+		if req.ForceRefresh != strings.EqualFold(values["bypass_cache"], "true") {
+			t.Fatalf("accepted %q with ForceRefresh %v", raw, req.ForceRefresh)
+		}
+		if req.RefreshTokenSHA256 != values["token_sha256_to_refresh"] {
+			t.Fatalf("accepted %q with RefreshTokenSHA256 %q", raw, req.RefreshTokenSHA256)
 		}
 	})
+}
+
+// referenceQuery splits a query the obvious way: "&"-separated pairs,
+// empty ones skipped, each decoded by url.QueryUnescape. decodable is
+// false when a name or value does not decode.
+func referenceQuery(raw string) (pairs []queryParam, decodable bool) {
+	for _, pair := range strings.Split(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		n, err1 := url.QueryUnescape(name)
+		v, err2 := url.QueryUnescape(value)
+		if err1 != nil || err2 != nil {
+			return nil, false
+		}
+		pairs = append(pairs, queryParam{n, v})
+	}
+	return pairs, true
+}
+
+// referenceFolds reports whether name equals known under some case
+// folding: Unicode's (strings.EqualFold), or upper-casing then
+// lower-casing every rune.
+func referenceFolds(name, known string) bool {
+	wide := strings.Map(func(r rune) rune { return unicode.ToLower(unicode.ToUpper(r)) }, name)
+	return strings.EqualFold(name, known) || wide == known
+}
+
+// referenceKind is the selector kind of a selector name.
+func referenceKind(name string) exchange.SelectorKind {
+	switch name {
+	case "client_id":
+		return exchange.SelectClientID
+	case "object_id", "principal_id":
+		return exchange.SelectObjectID
+	default:
+		return exchange.SelectResourceID
+	}
 }
 
 // FuzzValidAPIVersion checks validAPIVersion against a reference built on
