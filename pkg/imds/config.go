@@ -38,10 +38,12 @@ const (
 const (
 	// DefaultUpstream is the real IMDS.
 	DefaultUpstream = "http://169.254.169.254"
-	// DefaultPassthroughTimeout bounds one forwarded request (SPEC §3.6).
+	// DefaultPassthroughTimeout bounds one forwarded request, headers and
+	// body.
 	DefaultPassthroughTimeout = 5 * time.Second
 	// DefaultShutdownDelay is how long the proxy keeps serving after
-	// SIGTERM (SPEC §3.1).
+	// SIGTERM: apps shutting down beside a regular sidecar may still need
+	// a token.
 	DefaultShutdownDelay = 5 * time.Second
 	// DefaultDrainTimeout bounds the wait for in-flight requests after the
 	// shutdown delay. It exceeds the default exchange timeout (15 s), so a
@@ -65,13 +67,13 @@ const maxUID = 1<<32 - 2
 
 // HopHeader marks requests the proxy forwards to the real IMDS. Seeing it on
 // an incoming request means the forwarded request was redirected back to
-// the proxy (SPEC §3.6).
+// the proxy: the iptables rules do not exempt the proxy's UID.
 const HopHeader = "X-Imds-Proxy-Hop"
 
 // ProbeHeader marks the warm-up token request of `proxy --probe`. When such a
 // request fails, the proxy logs the diagnosis at error level: kubelet
 // discards the output of a postStart hook that exits 0, so the proxy's own
-// log is where users look (SPEC §3.7).
+// log is where users look.
 const ProbeHeader = "X-Imds-Proxy-Probe"
 
 // Config configures a Server.

@@ -65,7 +65,7 @@ func newReply(status int, code, description string) reply {
 // Static replies, rendered once. The validation steps before the token
 // source answer with these, so a bare availability probe (azidentity and
 // @azure/identity send GET with no query and no Metadata header and a 1 s
-// timeout, imds-protocol.md §3.1-§3.2) costs no encoding work.
+// timeout; docs/imds-protocol.md) costs no encoding work.
 var (
 	replyBadTarget = newReply(http.StatusBadRequest, "invalid_request",
 		"Absolute-form request targets are not supported; send the request to the metadata address directly, not through an HTTP proxy")
@@ -166,10 +166,11 @@ func shortName(name string) string {
 	return name
 }
 
-// tokenErrorReply maps a token-source failure to its IMDS reply (SPEC §3.5).
+// tokenErrorReply maps a token-source failure to its IMDS reply
+// (docs/imds-protocol.md, "Errors").
 // It is the only place where a failure becomes a status code. Permanent
 // failures are 4xx so that clients do not retry them: azidentity, MSAL and
-// go-autorest retry 5xx up to six times (imds-protocol.md §3).
+// go-autorest retry 5xx up to six times.
 func tokenErrorReply(err error) reply {
 	var e *exchange.Error
 	if !errors.As(err, &e) {
@@ -181,7 +182,7 @@ func tokenErrorReply(err error) reply {
 		// Azure CLI (MSAL Python era) falls back from client id to object
 		// id when the description contains "Identity not found"; the
 		// msrestazure era matches the status line "400 Bad Request". Both
-		// must hold (imds-protocol.md §3.6).
+		// must hold (docs/imds-protocol.md).
 		return newReply(http.StatusBadRequest, "invalid_request", "Identity not found"+cause(e))
 	case exchange.ReasonInvalidResource:
 		return newReply(http.StatusBadRequest, "invalid_resource", "The resource is not valid"+cause(e))

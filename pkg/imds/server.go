@@ -164,8 +164,8 @@ func textHandler(body string) statusHandler {
 	}
 }
 
-// checkIMDSRequest applies steps 2 to 4 of SPEC §3.2, shared by every IMDS
-// endpoint: method, X-Forwarded-For, Metadata header. It returns the reply
+// checkIMDSRequest applies the header checks shared by every IMDS
+// endpoint, in this order: method, X-Forwarded-For, Metadata header. It returns the reply
 // that refuses the request, or nil.
 func checkIMDSRequest(r *http.Request, method string) *reply {
 	if r.Method != method {
@@ -213,7 +213,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) int {
 // logTokenError logs a failed token request. Failures of the proxy or of
 // Entra are errors; failures the client caused (an unknown identity or
 // resource) are warnings. A failed --probe warm-up is always an error line
-// with the diagnosis, because that is where users look (SPEC §3.7).
+// with the diagnosis: kubelet discards the output of a postStart hook
+// that exits 0, so the proxy's log is where users look.
 func (s *Server) logTokenError(r *http.Request, req *exchange.Request, err error, status int) {
 	kv := []any{"status", status, "reason", exchange.ReasonOf(err).String(),
 		"selector", req.Identity.Kind.String(), "identity", req.Identity.Value, "resource", req.Resource}
@@ -246,7 +247,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) int {
 }
 
 // serveQuit answers POST /quitquitquit and then closes the quit channel, so
-// a Job on a cluster without native sidecars can end its pod (SPEC §3.1).
+// a Job on a cluster without native sidecars can end its pod.
 // The Metadata header keeps a forged cross-site form post from stopping the
 // proxy.
 func (s *Server) serveQuit(w http.ResponseWriter, r *http.Request) int {
@@ -319,7 +320,7 @@ func (s *Server) passthroughHandler() http.Handler {
 	timeout := s.cfg.PassthroughTimeout
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The hop marker on an incoming request means our own forwarded
-		// request came back: answer instead of looping (SPEC §3.6).
+		// request came back: answer instead of looping.
 		if _, looped := r.Header[HopHeader]; looped {
 			s.log.Error(nil, "passthrough loop detected: the proxy's UID is not exempted from the iptables redirect (pod-level runAsUser?)",
 				"exemptUID", s.cfg.ExemptUID)
