@@ -25,7 +25,8 @@ const bodyLinger = 500 * time.Millisecond
 //     included (it used to forward one), and a client that declares a
 //     body and never sends it must not hold the connection, its goroutine
 //     or the shutdown drain (docs/security.md). net/http itself answers
-//     501 to a Transfer-Encoding other than chunked before any handler.
+//     501 to any Transfer-Encoding but a single "chunked", before any
+//     handler runs.
 //   - CONNECT asks for a tunnel: 405. The proxy is not an HTTP proxy.
 //   - A protocol upgrade (an Upgrade header, or "upgrade" in the Connection
 //     header's token list): 400. httputil.ReverseProxy relays upgrade
@@ -57,8 +58,9 @@ func checkFraming(route routeClass, r *http.Request) *reply {
 }
 
 // declaresBody reports whether r announces a body. net/http sets
-// ContentLength from Content-Length and moves Transfer-Encoding out of the
-// header into TransferEncoding (and refuses requests that carry both).
+// ContentLength from Content-Length and moves a chunked Transfer-Encoding
+// out of the header into TransferEncoding; Transfer-Encoding wins over
+// Content-Length, and HTTP/1.0 requests have none.
 func declaresBody(r *http.Request) bool {
 	return r.ContentLength > 0 || len(r.TransferEncoding) > 0
 }

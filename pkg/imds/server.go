@@ -164,9 +164,9 @@ func textHandler(body string) statusHandler {
 	}
 }
 
-// checkIMDSRequest applies the header checks shared by every IMDS
-// endpoint, in this order: method, X-Forwarded-For, Metadata header. It returns the reply
-// that refuses the request, or nil.
+// checkIMDSRequest applies the checks shared by every IMDS endpoint, in
+// this order: method, X-Forwarded-For, Metadata header. It returns the
+// reply that refuses the request, or nil.
 func checkIMDSRequest(r *http.Request, method string) *reply {
 	if r.Method != method {
 		if method == http.MethodPost {
@@ -376,19 +376,26 @@ const (
 // header size cap and the timeouts that bound its clients:
 // ReadHeaderTimeout (a client must send its request head in time) and
 // IdleTimeout (keep-alive connections are closed when unused). Serve also
-// caps the number of connections (limitListener).
+// caps the number of connections (limitListener). Together they bound what
+// any client holds without making progress:
+//
+//   - a connection that sends nothing, or a request head slowly: 5 s;
+//   - a request that declares a body: answered at once, closed within
+//     bodyLinger (checkFraming);
+//   - an idle keep-alive connection: 90 s, and the shutdown drain closes
+//     idle connections at once;
+//   - all of them together: MaxConnections goroutines and file
+//     descriptors, and about 32 KiB of memory each at most.
 //
 // It sets no ReadTimeout and no WriteTimeout: with them net/http arms and
 // clears a read and a write deadline on every request (two timer updates,
 // measurable on a warm token reply), and here they would bound nothing
-// that needs bounding. The listener is loopback-only inside the pod, so its
-// clients are the pod's own processes, which may ask for tokens anyway. No
-// route reads a request body: checkFraming refuses one at once and bounds
-// what net/http reads of it afterwards. Replies are a few KB, which the
-// loopback socket buffer takes whole, so a client that does not read
-// cannot stall a handler's write.
-// A token request that waits on Entra is bounded by the exchange timeout,
-// and on shutdown the drain timeout closes whatever is left.
+// that needs bounding: no route reads a request body, and replies are a
+// few KB, which the loopback socket buffer takes whole, so a client that
+// does not read cannot stall a handler's write. A token request that
+// waits on Entra is bounded by the exchange timeout, a passthrough request
+// by the passthrough timeout, and on shutdown the drain timeout closes
+// whatever is left.
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -400,10 +407,10 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 }
 
 // Serve serves Handler on ln, at most MaxConnections connections at once,
-// until ctx ends or /quitquitquit is called. When
-// ctx ends it keeps serving for the shutdown delay (an app shutting down
-// beside a regular sidecar may still need a token), then stops accepting,
-// waits up to the drain timeout for in-flight requests, and returns nil.
+// until ctx ends or /quitquitquit is called. When ctx ends it keeps
+// serving for the shutdown delay (an app shutting down beside a regular
+// sidecar may still need a token), then stops accepting, waits up to the
+// drain timeout for in-flight requests, and returns nil.
 // After /quitquitquit it stops at once, letting in-flight requests finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := s.newHTTPServer(s.Handler())
