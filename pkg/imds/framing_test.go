@@ -400,6 +400,7 @@ func TestRefusesDeclaredBodies(t *testing.T) {
 		{"metrics with a body", "GET", "/metrics", "HTTP/1.1", []string{"Transfer-Encoding: chunked"}, ""},
 		{"disguised path with a body", "GET", `/metadata/identity\oauth2\token`, "HTTP/1.1", []string{md, "Content-Length: 100"}, ""},
 		{"CONNECT with a body", "CONNECT", "/metadata/instance", "HTTP/1.1", []string{"Content-Length: 100"}, ""},
+		{"OPTIONS * with a body", "OPTIONS", "*", "HTTP/1.1", []string{"Content-Length: 100"}, ""},
 		{"upgrade with a body", "GET", "/metadata/instance", "HTTP/1.1", []string{md, "Upgrade: websocket", "Content-Length: 100"}, ""},
 	}
 	for _, tt := range tests {

@@ -133,10 +133,13 @@ func newTestServer(t *testing.T, cfg Config, src TokenSource) (*Server, *prometh
 	return s, reg
 }
 
-// serve runs s.Handler on an httptest server on 127.0.0.1.
+// serve runs s.Handler on an httptest server on 127.0.0.1, with the
+// http.Server settings of the proxy's own listener.
 func serve(t *testing.T, s *Server) *httptest.Server {
 	t.Helper()
-	hs := httptest.NewServer(s.Handler())
+	hs := httptest.NewUnstartedServer(nil)
+	hs.Config = s.newHTTPServer(s.Handler())
+	hs.Start()
 	t.Cleanup(hs.Close)
 	return hs
 }

@@ -402,7 +402,11 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
+		// "OPTIONS *" goes to the handler like any other request (it is
+		// refused as a bad target) instead of net/http's own handler,
+		// which would read a declared body without a deadline.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
 	}
 }
 

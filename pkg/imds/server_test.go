@@ -89,6 +89,7 @@ func TestTokenEndpointValidation(t *testing.T) {
 		{"disguised path wins over method", "POST", `/metadata/identity\oauth2\token`, nil, 400, bodyIdentity, ""},
 		{"absolute form", "GET", "http://169.254.169.254/metadata/identity/oauth2/token" + okQuery, []string{md}, 400, bodyBadTarget, ""},
 		{"absolute form to instance", "GET", "http://169.254.169.254/metadata/instance", []string{md}, 400, bodyBadTarget, ""},
+		{"asterisk form", "OPTIONS", "*", []string{md}, 400, bodyBadTarget, ""},
 		// Step 2: method.
 		{"POST", "POST", "/metadata/identity/oauth2/token" + okQuery, []string{md, "Content-Length: 0"}, 405, bodyMethodGET, "GET"},
 		{"DELETE without metadata", "DELETE", "/metadata/identity/oauth2/token", nil, 405, bodyMethodGET, "GET"},
@@ -632,5 +633,8 @@ func TestNewHTTPServerTimeouts(t *testing.T) {
 	}
 	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
 		t.Errorf("ReadTimeout %v, WriteTimeout %v; want none", srv.ReadTimeout, srv.WriteTimeout)
+	}
+	if !srv.DisableGeneralOptionsHandler {
+		t.Error("net/http answers OPTIONS * itself")
 	}
 }
