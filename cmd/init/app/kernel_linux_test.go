@@ -330,37 +330,6 @@ func TestKernelAutoModeFollowsExistingRules(t *testing.T) {
 	})
 }
 
-func TestKernelFailureExitsNonZeroAndSaysWhy(t *testing.T) {
-	t.Parallel()
-	n := newNetns(t)
-	n.mustProxyInit(t, ExitOK)
-	// Somebody else's chain jumps into ours, so our chain cannot be deleted.
-	n.iptables(t, "nft", "-t", "nat", "-N", "OTHER")
-	n.iptables(t, "nft", "-t", "nat", "-A", "OTHER", "-j", "IMDS_PROXY_REDIRECT")
-
-	termLog := filepath.Join(t.TempDir(), "termination-log")
-	if err := os.WriteFile(termLog, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := n.mustProxyInit(t, ExitFailed, "--cleanup", "--termination-log="+termLog)
-	for _, want := range []string{
-		`cleanup: deleting chain IMDS_PROXY_REDIRECT: running [`, // the command line
-		`-t nat -X IMDS_PROXY_REDIRECT`,
-		`"msg":"nat table after the failure"`,
-	} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
-		}
-	}
-	got, err := os.ReadFile(termLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(string(got), "proxy-init: cleanup: deleting chain IMDS_PROXY_REDIRECT: running [") || strings.Count(string(got), "\n") != 1 {
-		t.Errorf("termination log = %q", got)
-	}
-}
-
 // TestKernelChildProcessesAsOtherUIDs repeats the key paths with separate
 // client processes started with SysProcAttr.Credential, the way a container's
 // process runs under its UID, instead of a thread's filesystem UID.
