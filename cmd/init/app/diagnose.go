@@ -26,10 +26,16 @@ var errNoPermission = errors.New("no permission to read or change the iptables r
 // or a user namespace of our own).
 const permissionDenied = "Permission denied (you must be root)"
 
-// noPermission wraps err with errNoPermission when iptables refused for lack
-// of privilege, and returns err unchanged otherwise.
-func noPermission(err error) error {
-	if err == nil || !strings.Contains(err.Error(), permissionDenied) {
+// lacksPrivilege reports whether err is iptables refusing for lack of
+// privilege.
+func lacksPrivilege(err error) bool {
+	return err != nil && strings.Contains(err.Error(), permissionDenied)
+}
+
+// explainPrivilege puts errNoPermission ahead of err when iptables refused
+// for lack of privilege, and returns err unchanged otherwise.
+func explainPrivilege(err error) error {
+	if !lacksPrivilege(err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", errNoPermission, err)

@@ -37,7 +37,7 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 	log = log.WithValues("backend", backend)
 	a, err := newApplier(log, bins.iptables, o.LockWait)
 	if err != nil {
-		return withCode(ExitFailed, noPermission(err))
+		return withCode(ExitFailed, explainPrivilege(err))
 	}
 
 	start := time.Now()
@@ -49,7 +49,7 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 			return withCode(ExitNotInPlace, err)
 		}
 		if err != nil {
-			return withCode(ExitFailed, noPermission(err))
+			return withCode(ExitFailed, explainPrivilege(err))
 		}
 		log.Info("rules are in place and our jump is first in OUTPUT")
 		return printOwnRules(ctx, stdout, bins, rs)
@@ -74,8 +74,8 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 // the post-mortem, and puts what it recognises ahead of err: a refusal for
 // lack of privilege, or rules of others that jump into our chains.
 func explainFailure(ctx context.Context, log logr.Logger, bins binaries, rs iptables.Ruleset, err error) error {
-	if perm := noPermission(err); perm != err {
-		return perm
+	if lacksPrivilege(err) {
+		return explainPrivilege(err)
 	}
 	nat, dumpErr := save(ctx, bins.save, "-t", iptables.Table)
 	if dumpErr != nil {
@@ -104,8 +104,8 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 	nft, nftErr := save(ctx, nftSave)
 	legacy, legacyErr := save(ctx, legacySave)
 	for _, err := range []error{nftErr, legacyErr} {
-		if perm := noPermission(err); perm != err {
-			return "", perm
+		if lacksPrivilege(err) {
+			return "", explainPrivilege(err)
 		}
 	}
 	if nftErr != nil && legacyErr != nil {
@@ -136,7 +136,7 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 func printOwnRules(ctx context.Context, stdout io.Writer, bins binaries, rs iptables.Ruleset) error {
 	out, err := save(ctx, bins.save, "-t", iptables.Table)
 	if err != nil {
-		return withCode(ExitFailed, noPermission(err))
+		return withCode(ExitFailed, explainPrivilege(err))
 	}
 	_, err = io.WriteString(stdout, iptables.OwnRules(out, rs))
 	return err
