@@ -31,8 +31,8 @@ type token struct {
 	arg string
 	// out is the argument as passed on: an option spelled with two dashes,
 	// anything else unchanged.
-	out string
-	kind
+	out  string
+	kind kind
 	// name is, for an option, the flag's name; for an unknown option, the
 	// option as given without its value.
 	name string
