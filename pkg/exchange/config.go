@@ -177,37 +177,3 @@ func authorityURL(host, tenant string) (string, error) {
 	}
 	return strings.TrimSuffix(host, "/") + "/" + tenant, nil
 }
-
-// knownCloudHost reports whether host is one of the Entra hosts MSAL Go
-// trusts without instance discovery (MSAL Go v1.10.1
-// apps/internal/oauth/ops/authority aadTrustedHostList).
-func knownCloudHost(host string) bool {
-	switch strings.ToLower(host) {
-	case "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net",
-		"login.microsoftonline.us", "login-us.microsoftonline.com", "login.usgovcloudapi.net",
-		"login.chinacloudapi.cn", "login.partner.microsoftonline.cn", "login.microsoftonline.de",
-		"login.sovcloud-identity.fr", "login.sovcloud-identity.de":
-		return true
-	}
-	return false
-}
-
-// instanceDiscovery reports whether MSAL's instance discovery (authority
-// validation) should stay on for the authority host.
-//
-// For the hosts MSAL trusts, validation never makes a network call (MSAL Go
-// v1.10.1 resolvers.go openIDConfigurationEndpoint skips it for
-// authority.TrustedHost), so leaving it on costs nothing. For any other host
-// (a private or air-gapped cloud, the local emulator) MSAL would ask
-// https://login.microsoftonline.com/common/discovery/instance first, which
-// such a pod usually cannot reach, and the operator chose the host
-// explicitly through AZURE_AUTHORITY_HOST, so there is nothing to validate
-// (test-environment.md §2; azidentity exposes the same switch as
-// DisableInstanceDiscovery).
-func instanceDiscovery(authorityHost string) bool {
-	u, err := url.Parse(authorityHost)
-	if err != nil {
-		return false
-	}
-	return knownCloudHost(u.Hostname())
-}

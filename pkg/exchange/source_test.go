@@ -616,23 +616,6 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	}
 }
 
-func TestInstanceDiscoveryDecision(t *testing.T) {
-	cases := map[string]bool{
-		"https://login.microsoftonline.com/":  true,
-		"https://LOGIN.MICROSOFTONLINE.US":    true,
-		"https://login.chinacloudapi.cn/":     true,
-		"https://127.0.0.1:8443/":             false,
-		"https://localhost:8443/":             false,
-		"https://login.example.internal/":     false,
-		"https://login.microsoftonline.com.x": false,
-	}
-	for host, want := range cases {
-		if got := instanceDiscovery(host); got != want {
-			t.Errorf("instanceDiscovery(%q) = %v, want %v", host, got, want)
-		}
-	}
-}
-
 // TestTrialTokensAreNotRefreshed: identities tried in vain while resolving
 // an object id are not marked in use, so only the match is refreshed.
 func TestTrialTokensAreNotRefreshed(t *testing.T) {
@@ -715,26 +698,6 @@ func TestExpiredEntriesEvicted(t *testing.T) {
 	}
 	if _, ok := h.src.SoonestExpiry(); ok {
 		t.Error("SoonestExpiry reports a token after eviction")
-	}
-}
-
-func TestResourceManagerFor(t *testing.T) {
-	cases := []struct {
-		host string
-		want string
-		ok   bool
-	}{
-		{"https://login.microsoftonline.com/", "https://management.azure.com/", true},
-		{"https://login.microsoftonline.us", "https://management.usgovcloudapi.net/", true},
-		{"https://LOGIN.CHINACLOUDAPI.CN/", "https://management.chinacloudapi.cn/", true},
-		{"https://localhost:8443/", "https://management.azure.com/", false},
-		{"::not a url", "https://management.azure.com/", false},
-	}
-	for _, tc := range cases {
-		got, ok := ResourceManagerFor(tc.host)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("ResourceManagerFor(%q) = %q, %v; want %q, %v", tc.host, got, ok, tc.want, tc.ok)
-		}
 	}
 }
 
