@@ -1,10 +1,7 @@
 package exchange
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -15,22 +12,23 @@ import (
 // Defaults applied by New to zero fields of Config.
 const (
 	// DefaultAuthorityHost is the public-cloud Entra host, used when the
-	// webhook injected no AZURE_AUTHORITY_HOST (SPEC §2).
+	// workload identity webhook injected no AZURE_AUTHORITY_HOST.
 	DefaultAuthorityHost = "https://login.microsoftonline.com/"
-	// DefaultExchangeTimeout bounds one detached exchange (SPEC §4).
+	// DefaultExchangeTimeout bounds one detached exchange.
 	DefaultExchangeTimeout = 15 * time.Second
-	// DefaultMinRemaining is the floor of SPEC §4: never hand out a token with
-	// less than min(DefaultMinRemaining, lifetime/2) left.
+	// DefaultMinRemaining sets the floor: never hand out a token with less
+	// than min(DefaultMinRemaining, lifetime/2) left. Clients treat a token
+	// with less than 5 minutes left as expired and would ask again at once.
 	DefaultMinRemaining = 10 * time.Minute
 	// DefaultStaleGrace is how close to expiry a cached token is still served
-	// while Entra is failing (SPEC §4).
+	// while Entra is failing.
 	DefaultStaleGrace = 5 * time.Minute
-	// DefaultNegativeTTL is how long a permanent failure is remembered (SPEC §4).
+	// DefaultNegativeTTL is how long a permanent failure is remembered.
 	DefaultNegativeTTL = 30 * time.Second
 	// DefaultForceRefreshInterval is the minimum time between two forced
 	// fetches (bypass_cache, token_sha256_to_refresh) of one identity and
-	// resource. The spec asks for a rate limit without a number; 30 s keeps a
-	// misbehaving client well below Entra's loop detection (AADSTS50196).
+	// resource: 30 s keeps a misbehaving client well below Entra's loop
+	// detection (AADSTS50196).
 	DefaultForceRefreshInterval = 30 * time.Second
 	// DefaultMaxIdentities caps the MSAL clients (one per client id) and the
 	// client ids remembered for object/resource id resolution.
@@ -41,7 +39,7 @@ const (
 	// eviction.
 	DefaultTickInterval = 10 * time.Second
 	// maxRetryAfter caps Retry-After: azidentity's IMDS pipeline gives up
-	// instead of waiting for longer (imds-protocol.md §4 Q16).
+	// instead of waiting for longer.
 	maxRetryAfter = 25 * time.Second
 	// defaultRetryAfter is used when a 429 carries no usable Retry-After.
 	defaultRetryAfter = 5 * time.Second
@@ -56,8 +54,8 @@ type Identity struct {
 	ResourceID string
 }
 
-// Config configures a Source. Zero durations and counts take the defaults
-// above.
+// Config configures a Source. Zero durations and counts, and an empty
+// AuthorityHost, take the defaults above; Validate reports what is invalid.
 type Config struct {
 	// TenantID is AZURE_TENANT_ID (GUID or domain). Required.
 	TenantID string
@@ -118,14 +116,14 @@ type Deps struct {
 	Clock Clock
 }
 
-// withDefaults returns cfg with zero fields set to their defaults and
-// validates what is left.
-func (cfg Config) withDefaults() (Config, error) {
+// withDefaults returns cfg with its zero fields set to their defaults. It
+// does not validate: New calls Validate on the result.
+func (cfg Config) withDefaults() Config {
 	if cfg.AuthorityHost == "" {
 		cfg.AuthorityHost = DefaultAuthorityHost
 	}
 	setDur := func(d *time.Duration, def time.Duration) {
-		if *d <= 0 {
+		if *d == 0 {
 			*d = def
 		}
 	}
@@ -135,45 +133,17 @@ func (cfg Config) withDefaults() (Config, error) {
 	setDur(&cfg.NegativeTTL, DefaultNegativeTTL)
 	setDur(&cfg.ForceRefreshInterval, DefaultForceRefreshInterval)
 	setDur(&cfg.TickInterval, DefaultTickInterval)
-	if cfg.MaxIdentities <= 0 {
+	if cfg.MaxIdentities == 0 {
 		cfg.MaxIdentities = DefaultMaxIdentities
 	}
-	if cfg.MaxEntries <= 0 {
+	if cfg.MaxEntries == 0 {
 		cfg.MaxEntries = DefaultMaxEntries
 	}
-	var errs []error
-	if strings.TrimSpace(cfg.TenantID) == "" {
-		errs = append(errs, errors.New("tenant id is required"))
-	} else if strings.ContainsAny(cfg.TenantID, "/?#% ") {
-		errs = append(errs, fmt.Errorf("tenant id %q contains characters not allowed in a URL path segment", cfg.TenantID))
-	}
-	if cfg.TokenFile == "" {
-		errs = append(errs, errors.New("federated token file path is required"))
-	}
-	if _, err := authorityURL(cfg.AuthorityHost, cfg.TenantID); err != nil {
-		errs = append(errs, err)
-	}
-	for i, id := range cfg.Identities {
-		if id.ClientID == "" {
-			errs = append(errs, fmt.Errorf("identity %d has no client id", i))
-		}
-	}
-	return cfg, errors.Join(errs...)
+	return cfg
 }
 
-// authorityURL joins the authority host and the tenant. MSAL accepts only
-// https authorities with a tenant segment (MSAL Go v1.10.1
-// authority.NewInfoFromAuthorityURI).
-func authorityURL(host, tenant string) (string, error) {
-	u, err := url.Parse(host)
-	if err != nil {
-		return "", fmt.Errorf("authority host %q: %w", host, err)
-	}
-	if u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("authority host %q must be an https URL", host)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("authority host %q must not carry a query or fragment", host)
-	}
-	return strings.TrimSuffix(host, "/") + "/" + tenant, nil
+// authorityURL joins a validated authority host and tenant into the
+// authority MSAL is built with.
+func authorityURL(host, tenant string) string {
+	return strings.TrimSuffix(host, "/") + "/" + tenant
 }

@@ -120,17 +120,16 @@ type Source struct {
 // New builds a Source that exchanges through MSAL Go. It makes no network
 // call; the first Token call does.
 func New(cfg Config, deps Deps) (*Source, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("exchange config: %w", err)
 	}
 	s, err := newSource(cfg, deps)
 	if err != nil {
 		return nil, err
 	}
-	authority, _ := authorityURL(cfg.AuthorityHost, cfg.TenantID) // validated by withDefaults
 	acq, err := newMSALAcquirer(msalConfig{
-		authority:         authority,
+		authority:         authorityURL(cfg.AuthorityHost, cfg.TenantID),
 		instanceDiscovery: instanceDiscovery(cfg.AuthorityHost),
 		httpClient:        deps.HTTPClient,
 		maxClients:        cfg.MaxIdentities,

@@ -591,31 +591,6 @@ func TestResolveTransientFailureIsNotNotFound(t *testing.T) {
 	}
 }
 
-func TestConfigDefaultsAndValidation(t *testing.T) {
-	cfg, err := Config{TenantID: "t", TokenFile: "/f"}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.AuthorityHost != DefaultAuthorityHost || cfg.ExchangeTimeout != 15*time.Second || cfg.MinRemaining != 10*time.Minute ||
-		cfg.StaleGrace != 5*time.Minute || cfg.NegativeTTL != 30*time.Second || cfg.ForceRefreshInterval != 30*time.Second ||
-		cfg.MaxIdentities != 64 || cfg.MaxEntries != 1024 || cfg.TickInterval != 10*time.Second {
-		t.Errorf("defaults = %+v", cfg)
-	}
-	bad := []Config{
-		{TokenFile: "/f"},
-		{TenantID: "t"},
-		{TenantID: "t/x", TokenFile: "/f"},
-		{TenantID: "t", TokenFile: "/f", AuthorityHost: "http://login.microsoftonline.com/"},
-		{TenantID: "t", TokenFile: "/f", AuthorityHost: "login.microsoftonline.com"},
-		{TenantID: "t", TokenFile: "/f", Identities: []Identity{{ObjectID: "o"}}},
-	}
-	for _, c := range bad {
-		if _, err := c.withDefaults(); err == nil {
-			t.Errorf("withDefaults(%+v) accepted", c)
-		}
-	}
-}
-
 // TestTrialTokensAreNotRefreshed: identities tried in vain while resolving
 // an object id are not marked in use, so only the match is refreshed.
 func TestTrialTokensAreNotRefreshed(t *testing.T) {
