@@ -207,8 +207,14 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	acq := &fakeAcquirer{clock: clock, lifetime: time.Hour, assertion: src.tf.read}
-	src.acq = acq
+	src.ex.acq = acq
 	return &harness{t: t, src: src, acq: acq, clock: clock, reg: reg, logs: logs, file: file}
+}
+
+// setLogger replaces the logger of every part of the Source.
+func (h *harness) setLogger(l logr.Logger) {
+	h.src.log = l
+	h.src.ex.log = l
 }
 
 // writeSAToken writes a projected service-account token with the given

@@ -184,7 +184,7 @@ func TestMSALIntegration(t *testing.T) {
 
 	// Half the lifetime passed: one refresh-ahead POST.
 	env.clock.Advance(20 * time.Minute)
-	env.src.Tick(ctx)
+	env.src.round(ctx)
 	if got := env.calls(clientA, vaultSc); got != 2 {
 		t.Fatalf("refresh-ahead: token POSTs = %d, want 2", got)
 	}
@@ -192,7 +192,7 @@ func TestMSALIntegration(t *testing.T) {
 	if refreshed.AccessToken == cold.AccessToken || !refreshed.ExpiresOn.Equal(t0.Add(90*time.Minute)) {
 		t.Fatalf("after refresh: expires %v, same token %v", refreshed.ExpiresOn, refreshed.AccessToken == cold.AccessToken)
 	}
-	env.src.Tick(ctx) // not yet due again
+	env.src.round(ctx) // not yet due again
 	if got := env.calls(clientA, vaultSc); got != 2 {
 		t.Fatalf("second tick: token POSTs = %d, want 2", got)
 	}
@@ -201,7 +201,7 @@ func TestMSALIntegration(t *testing.T) {
 	// left, then recovers.
 	env.emu.SetFault(entraemu.Fault{Status: 503})
 	env.clock.Advance(30 * time.Minute) // refreshed token at half-life: refresh fails
-	env.src.Tick(ctx)
+	env.src.round(ctx)
 	if got := env.calls(clientA, vaultSc); got != 3 {
 		t.Fatalf("failed refresh: token POSTs = %d, want 3", got)
 	}

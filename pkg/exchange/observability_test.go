@@ -24,7 +24,7 @@ import (
 func TestLogsNeverContainSecrets(t *testing.T) {
 	h := newHarness(t, nil)
 	var buf logBuffer
-	h.src.log = logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.Level(-10)})).WithName("exchange")
+	h.setLogger(logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.Level(-10)})).WithName("exchange"))
 
 	assertion, err := h.src.tf.read()
 	if err != nil {
@@ -54,7 +54,7 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 	h.mustToken(defaultReq(vault))
 	h.mustToken(defaultReq(vault))
 	h.clock.Advance(31 * time.Minute)
-	h.src.Tick(ctx)
+	h.src.round(ctx)
 	h.mustToken(Request{Identity: Selector{Kind: SelectObjectID, Value: "o-" + clientA}, Resource: vault})
 	step = 1
 	h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
@@ -63,7 +63,7 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 	h.token(defaultReq(vault))
 	step = 3
 	h.token(defaultReq("https://other"))
-	h.src.Tick(ctx)
+	h.src.round(ctx)
 	writeSAToken(t, h.file, "system:serviceaccount:default:rotated", t0.Add(3*time.Hour))
 	h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
 

@@ -1,0 +1,177 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/singleflight"
+)
+
+// acquired is one token as Entra issued it, before the cache reads its
+// claims.
+type acquired struct {
+	AccessToken string
+	// ExpiresOn is MSAL's expiry (now + expires_in); the JWT exp wins.
+	ExpiresOn time.Time
+	// ExtExpiresIn is zero: MSAL Go v1.10.1 does not expose ext_expires_in
+	// in AuthResult.
+	ExtExpiresIn time.Duration
+}
+
+// acquirer performs one Entra exchange for (client id, scope). The MSAL
+// implementation is msalAcquirer; tests use fakes. Errors are *Error (token
+// file), *upstreamError (an Entra HTTP answer) or anything else (network).
+type acquirer interface {
+	acquire(ctx context.Context, clientID, scope string) (acquired, error)
+}
+
+// exchanger obtains tokens from Entra and writes the outcome to the cache:
+// one exchange per key at a time, shared by every concurrent caller for
+// that key; one retry when Entra finds the assertion expired; every failure
+// classified into an *Error, remembered by the cache and logged. The cache
+// reads never come here: Source decides when to call fetch.
+type exchanger struct {
+	acq     acquirer
+	tf      *tokenFile
+	cache   *tokenCache
+	ids     *identityMemory
+	clock   Clock
+	timeout time.Duration
+	log     logr.Logger
+	m       *metrics
+	sf      singleflight.Group
+}
+
+func (k cacheKey) flightKey() string { return k.clientID + "\x00" + k.scope }
+
+// fetch returns a token for k from one exchange shared by all concurrent
+// callers for k. The exchange runs on a context detached from the caller's
+// (keeping its values) and bounded by the exchange timeout, so a caller
+// giving up fails only itself and the token still reaches the cache.
+//
+// seen is the sequence number of the cached entry the caller found
+// unusable (0 for none): if another fetch stored a newer token since, that
+// token is returned instead of asking Entra again.
+func (x *exchanger) fetch(ctx context.Context, k cacheKey, seen uint64) (Token, *Error) {
+	ch := x.sf.DoChan(k.flightKey(), func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.timeout)
+		defer cancel()
+		return x.run(fctx, k, seen)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err.(*Error)
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, &Error{Reason: ReasonUnavailable, Detail: "the request ended before Entra ID answered", Err: ctx.Err()}
+	}
+}
+
+// refresh renews k's token through the same flights as foreground misses,
+// so a concurrent miss and a refresh make one Entra call. Unlike a
+// foreground exchange it stays bound to ctx, so background work stops
+// promptly when the proxy shuts down.
+func (x *exchanger) refresh(ctx context.Context, k cacheKey, seen uint64) *Error {
+	_, err, _ := x.sf.Do(k.flightKey(), func() (any, error) {
+		fctx, cancel := context.WithTimeout(ctx, x.timeout)
+		defer cancel()
+		return x.run(fctx, k, seen)
+	})
+	if err != nil {
+		return err.(*Error)
+	}
+	return nil
+}
+
+// run is one flight: it performs the exchange and stores the outcome. The
+// returned error is nil or an *Error, never a typed nil.
+func (x *exchanger) run(ctx context.Context, k cacheKey, seen uint64) (Token, error) {
+	if tok, ok := x.cache.newer(k, seen); ok {
+		return tok, nil
+	}
+	start := time.Now()
+	res, xerr := x.acquire(ctx, k)
+	x.m.observeExchange(time.Since(start), xerr)
+	now := x.clock.Now()
+	if xerr != nil {
+		x.cache.recordFailure(k, xerr, now)
+		x.logFailure(k, xerr)
+		return Token{}, xerr
+	}
+	c, _ := decodeClaims(res.AccessToken) // opaque tokens keep MSAL's expiry
+	tok := newToken(k.clientID, res, c, now)
+	lifetime, evicted := x.cache.store(k, tok, now)
+	if evicted > 0 {
+		x.m.evictions.WithLabelValues("lru").Add(float64(evicted))
+	}
+	x.ids.learn(k.clientID, c)
+	x.log.V(1).Info("exchanged token", "clientID", k.clientID, "scope", k.scope,
+		"expiresOn", tok.ExpiresOn, "lifetime", lifetime.String(), "duration", time.Since(start).String())
+	return tok, nil
+}
+
+// acquire performs one exchange, retrying once when Entra finds the
+// assertion outside its validity window: the assertion callback re-reads
+// the token file, and kubelet may have rotated it meanwhile.
+func (x *exchanger) acquire(ctx context.Context, k cacheKey) (acquired, *Error) {
+	res, err := x.acq.acquire(ctx, k.clientID, k.scope)
+	if err == nil {
+		return res, nil
+	}
+	xerr := x.classify(err, k)
+	if xerr.Code != "AADSTS700024" {
+		return acquired{}, xerr
+	}
+	x.log.V(1).Info("assertion rejected as expired; re-reading the token file and retrying once", "clientID", k.clientID)
+	res, err = x.acq.acquire(ctx, k.clientID, k.scope)
+	if err != nil {
+		return acquired{}, x.classify(err, k)
+	}
+	return res, nil
+}
+
+func (x *exchanger) classify(err error, k cacheKey) *Error {
+	return classify(err, classifyInput{
+		clientID:  k.clientID,
+		scope:     k.scope,
+		projected: x.tf.claims(),
+		now:       x.clock.Now(),
+		timeout:   x.timeout,
+	})
+}
+
+// logFailure logs a failed exchange. Raw upstream text goes here, redacted,
+// never to the client; xerr's own text is Reason, Code, Detail and the
+// redacted cause.
+func (x *exchanger) logFailure(k cacheKey, xerr *Error) {
+	kv := []any{"clientID", k.clientID, "scope", k.scope, "reason", xerr.Reason.String(), "code", xerr.Code}
+	var up *upstreamError
+	if errors.As(xerr.Err, &up) {
+		kv = append(kv, "status", up.Status, "body", redact(string(up.Body)))
+	}
+	x.log.Error(xerr, "token exchange failed", kv...)
+}
+
+// newToken builds the Token to cache from what Entra issued and the
+// token's claims: the JWT exp and nbf win over MSAL's expiry and the fetch
+// time.
+func newToken(clientID string, res acquired, c claims, now time.Time) Token {
+	tok := Token{
+		AccessToken:  res.AccessToken,
+		ClientID:     clientID,
+		ExpiresOn:    c.Expiry,
+		NotBefore:    c.NotBefore,
+		ExtExpiresIn: res.ExtExpiresIn,
+	}
+	if tok.ExpiresOn.IsZero() {
+		tok.ExpiresOn = res.ExpiresOn
+	}
+	if tok.NotBefore.IsZero() {
+		tok.NotBefore = now
+	}
+	return tok
+}
