@@ -35,6 +35,10 @@ const (
 	DefaultMaxIdentities = 64
 	// DefaultMaxEntries caps the cached tokens.
 	DefaultMaxEntries = 1024
+	// DefaultMaxConcurrentExchanges caps the Entra exchanges in flight at
+	// once. Azure's own IMDS allows 5 concurrent requests per VM; 8 leaves
+	// room for background refreshes beside foreground misses.
+	DefaultMaxConcurrentExchanges = 8
 	// DefaultTickInterval is how often Run checks for refresh-ahead and idle
 	// eviction.
 	DefaultTickInterval = 10 * time.Second
@@ -89,6 +93,11 @@ type Config struct {
 	MaxIdentities int
 	// MaxEntries caps the cached tokens (LRU).
 	MaxEntries int
+	// MaxConcurrentExchanges caps the Entra exchanges in flight at once,
+	// across all identities and resources, background refreshes included.
+	// Further misses wait for a free slot, each bounded by its own context;
+	// a whole exchange, waiting included, is bounded by ExchangeTimeout.
+	MaxConcurrentExchanges int
 	// TickInterval is how often Run refreshes ahead and evicts idle entries.
 	TickInterval time.Duration
 }
@@ -138,6 +147,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxEntries == 0 {
 		cfg.MaxEntries = DefaultMaxEntries
+	}
+	if cfg.MaxConcurrentExchanges == 0 {
+		cfg.MaxConcurrentExchanges = DefaultMaxConcurrentExchanges
 	}
 	return cfg
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/sync/singleflight"
 )
 
 // acquired is one token as Entra issued it, before the cache reads its
@@ -29,7 +28,8 @@ type acquirer interface {
 
 // exchanger obtains tokens from Entra and writes the outcome to the cache:
 // one exchange per key at a time, shared by every concurrent caller for
-// that key; one retry when Entra finds the assertion expired; every failure
+// that key, and a bounded number at once across keys (flightGroup); one
+// retry when Entra finds the assertion expired; every failure
 // classified into an *Error, remembered by the cache and logged. The cache
 // reads never come here: Source decides when to call fetch.
 type exchanger struct {
@@ -41,10 +41,8 @@ type exchanger struct {
 	timeout time.Duration
 	log     logr.Logger
 	m       *metrics
-	sf      singleflight.Group
+	flights *flightGroup
 }
-
-func (k cacheKey) flightKey() string { return k.clientID + "\x00" + k.scope }
 
 // fetch returns a token for k from one exchange shared by all concurrent
 // callers for k. The exchange runs on a context detached from the caller's
@@ -55,41 +53,28 @@ func (k cacheKey) flightKey() string { return k.clientID + "\x00" + k.scope }
 // unusable (0 for none): if another fetch stored a newer token since, that
 // token is returned instead of asking Entra again.
 func (x *exchanger) fetch(ctx context.Context, k cacheKey, seen uint64) (Token, *Error) {
-	ch := x.sf.DoChan(k.flightKey(), func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.timeout)
-		defer cancel()
-		return x.run(fctx, k, seen)
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return Token{}, r.Err.(*Error)
-		}
-		return r.Val.(Token), nil
-	case <-ctx.Done():
-		return Token{}, &Error{Reason: ReasonUnavailable, Detail: "the request ended before Entra ID answered", Err: ctx.Err()}
-	}
+	return x.flights.do(ctx, k, true, func(ctx context.Context) (Token, *Error) { return x.run(ctx, k, seen) })
 }
 
 // refresh renews k's token through the same flights as foreground misses,
-// so a concurrent miss and a refresh make one Entra call. Unlike a
-// foreground exchange it stays bound to ctx, so background work stops
-// promptly when the proxy shuts down.
+// so a concurrent miss and a refresh make one Entra call, and it takes its
+// slot from the same cap. Unlike a foreground exchange it stays bound to
+// ctx, so background work stops promptly when the proxy shuts down.
 func (x *exchanger) refresh(ctx context.Context, k cacheKey, seen uint64) *Error {
-	_, err, _ := x.sf.Do(k.flightKey(), func() (any, error) {
-		fctx, cancel := context.WithTimeout(ctx, x.timeout)
-		defer cancel()
-		return x.run(fctx, k, seen)
-	})
-	if err != nil {
-		return err.(*Error)
-	}
-	return nil
+	_, err := x.flights.do(ctx, k, false, func(ctx context.Context) (Token, *Error) { return x.run(ctx, k, seen) })
+	return err
 }
 
-// run is one flight: it performs the exchange and stores the outcome. The
-// returned error is nil or an *Error, never a typed nil.
-func (x *exchanger) run(ctx context.Context, k cacheKey, seen uint64) (Token, error) {
+// noSlot records a flight that found no free slot within the exchange
+// timeout like a failed exchange: logged, and a cached token inside the
+// stale grace is served for a while without queueing again.
+func (x *exchanger) noSlot(k cacheKey, xerr *Error) {
+	x.cache.recordFailure(k, xerr, x.clock.Now())
+	x.logFailure(k, xerr)
+}
+
+// run is one flight's exchange: it asks Entra and stores the outcome.
+func (x *exchanger) run(ctx context.Context, k cacheKey, seen uint64) (Token, *Error) {
 	if tok, ok := x.cache.newer(k, seen); ok {
 		return tok, nil
 	}

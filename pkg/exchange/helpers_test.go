@@ -70,12 +70,16 @@ type fakeAcquirer struct {
 	assertion func() (string, error)
 	// respond, when set, decides the outcome of a call.
 	respond func(n int, c call) (acquired, error)
-	// block, when set, is received from before answering.
+	// block, when set, is received from before answering, unless ctx ends
+	// first; hold, when set, is received from whatever ctx does.
 	block chan struct{}
+	hold  chan struct{}
 
 	mu    sync.Mutex
 	calls []call
 	seq   int
+	// running counts the calls in progress, maxRunning its high mark.
+	running, maxRunning int
 }
 
 func (f *fakeAcquirer) acquire(ctx context.Context, clientID, scope string) (acquired, error) {
@@ -83,7 +87,17 @@ func (f *fakeAcquirer) acquire(ctx context.Context, clientID, scope string) (acq
 	f.calls = append(f.calls, call{clientID, scope})
 	f.seq++
 	n := f.seq
+	f.running++
+	f.maxRunning = max(f.maxRunning, f.running)
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.running--
+		f.mu.Unlock()
+	}()
+	if f.hold != nil {
+		<-f.hold
+	}
 	if f.block != nil {
 		select {
 		case <-f.block:
@@ -123,6 +137,13 @@ func (f *fakeAcquirer) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.calls)
+}
+
+// inFlight returns the calls in progress and the most there ever were.
+func (f *fakeAcquirer) inFlight() (now, most int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running, f.maxRunning
 }
 
 func (f *fakeAcquirer) callsFor(clientID, scope string) int {
@@ -249,6 +270,19 @@ func (h *harness) mustToken(req Request) Token {
 
 func (h *harness) counter(vec *prometheus.CounterVec, label string) float64 {
 	return testutil.ToFloat64(vec.WithLabelValues(label))
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func defaultReq(resource string) Request {

@@ -280,7 +280,6 @@ func TestRunReturnsDuringRefresh(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 	// The old token is still there.
-	h.acq.block = nil
 	if h.src.cacheLen() != 1 {
 		t.Error("cache lost its entry")
 	}

@@ -11,8 +11,14 @@ import (
 const refreshRetryInterval = 30 * time.Second
 
 // refreshConcurrency bounds the refresh-ahead exchanges one round runs at
-// once.
+// once. They take their slots from Config.MaxConcurrentExchanges like
+// foreground misses, and never more than half of them (at least one), so
+// a round with many tokens due does not make requests queue behind it.
 const refreshConcurrency = 4
+
+func refreshWorkers(maxConcurrentExchanges int) int {
+	return max(1, min(refreshConcurrency, maxConcurrentExchanges/2))
+}
 
 // Run refreshes cached tokens ahead of expiry and evicts idle ones every
 // TickInterval until ctx is done. It returns nil when ctx ends.
@@ -47,7 +53,7 @@ func (s *Source) round(ctx context.Context) {
 	if len(due) == 0 {
 		return
 	}
-	sem := make(chan struct{}, refreshConcurrency)
+	sem := make(chan struct{}, refreshWorkers(s.cfg.MaxConcurrentExchanges))
 	var wg sync.WaitGroup
 	for _, j := range due {
 		select {

@@ -89,6 +89,7 @@ func newSource(cfg Config, deps Deps) (*Source, error) {
 		log:     s.log,
 		m:       m,
 	}
+	s.ex.flights = newFlightGroup(cfg.MaxConcurrentExchanges, cfg.ExchangeTimeout, m, s.ex.noSlot)
 	return s, nil
 }
 

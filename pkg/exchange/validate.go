@@ -76,6 +76,7 @@ func (cfg Config) Validate() error {
 	}{
 		{"MaxIdentities", cfg.MaxIdentities},
 		{"MaxEntries", cfg.MaxEntries},
+		{"MaxConcurrentExchanges", cfg.MaxConcurrentExchanges},
 	} {
 		if n.v < 0 {
 			add(n.field, strconv.Itoa(n.v), errors.New("must not be negative"))

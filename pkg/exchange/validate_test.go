@@ -13,17 +13,18 @@ import (
 func TestConfigDefaults(t *testing.T) {
 	cfg := Config{TenantID: "t", TokenFile: "/f"}.withDefaults()
 	want := Config{
-		TenantID:             "t",
-		TokenFile:            "/f",
-		AuthorityHost:        DefaultAuthorityHost,
-		ExchangeTimeout:      15 * time.Second,
-		MinRemaining:         10 * time.Minute,
-		StaleGrace:           5 * time.Minute,
-		NegativeTTL:          30 * time.Second,
-		ForceRefreshInterval: 30 * time.Second,
-		MaxIdentities:        64,
-		MaxEntries:           1024,
-		TickInterval:         10 * time.Second,
+		TenantID:               "t",
+		TokenFile:              "/f",
+		AuthorityHost:          DefaultAuthorityHost,
+		ExchangeTimeout:        15 * time.Second,
+		MinRemaining:           10 * time.Minute,
+		StaleGrace:             5 * time.Minute,
+		NegativeTTL:            30 * time.Second,
+		ForceRefreshInterval:   30 * time.Second,
+		MaxIdentities:          64,
+		MaxEntries:             1024,
+		MaxConcurrentExchanges: 8,
+		TickInterval:           10 * time.Second,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults =\n%+v\nwant\n%+v", cfg, want)
@@ -128,6 +129,8 @@ func TestValidate(t *testing.T) {
 			`TickInterval "-1s": must not be negative`},
 		{"negative max identities", valid(func(c *Config) { c.MaxIdentities = -1 }), "MaxIdentities", `MaxIdentities "-1": must not be negative`},
 		{"negative max entries", valid(func(c *Config) { c.MaxEntries = -9 }), "MaxEntries", `MaxEntries "-9": must not be negative`},
+		{"negative max concurrent exchanges", valid(func(c *Config) { c.MaxConcurrentExchanges = -1 }), "MaxConcurrentExchanges",
+			`MaxConcurrentExchanges "-1": must not be negative`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
