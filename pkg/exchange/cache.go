@@ -351,7 +351,8 @@ type eviction struct {
 //     dropped;
 //   - an entry handed out since its last fetch and past half its lifetime
 //     is marked as refreshing and returned as due, unless a failed refresh
-//     asked to wait (refreshDone).
+//     asked to wait (refreshDone) or Entra's Retry-After for the key has
+//     not passed yet.
 //
 // Entries already refreshing are left alone.
 func (c *tokenCache) sweep(now time.Time) (due []refreshJob, evicted []eviction) {
@@ -369,12 +370,27 @@ func (c *tokenCache) sweep(now time.Time) (due []refreshJob, evicted []eviction)
 			c.removeLocked(e)
 			evicted = append(evicted, eviction{e.key, "idle"})
 		case e.served && now.Sub(e.fetchedAt) >= e.lifetime/2 && !now.Before(e.nextRefresh):
+			if until, ok := c.throttledLocked(e.key, now); ok {
+				// Entra asked us to wait: the refresh waits too.
+				e.nextRefresh = until
+				break
+			}
 			e.refreshing = true
 			due = append(due, refreshJob{e.key, e.seq})
 		}
 		el = prev
 	}
 	return due, evicted
+}
+
+// throttledLocked returns until when Entra asked not to be asked again for
+// k, if that is after now.
+func (c *tokenCache) throttledLocked(k cacheKey, now time.Time) (time.Time, bool) {
+	n, ok := c.negative[k]
+	if !ok || n.err.Reason != ReasonThrottled || !now.Before(n.until) {
+		return time.Time{}, false
+	}
+	return n.until, true
 }
 
 // refreshDone ends the refresh of k that sweep started. A non-zero retryAt

@@ -42,11 +42,6 @@ const (
 	// DefaultTickInterval is how often Run checks for refresh-ahead and idle
 	// eviction.
 	DefaultTickInterval = 10 * time.Second
-	// maxRetryAfter caps Retry-After: azidentity's IMDS pipeline gives up
-	// instead of waiting for longer.
-	maxRetryAfter = 25 * time.Second
-	// defaultRetryAfter is used when a 429 carries no usable Retry-After.
-	defaultRetryAfter = 5 * time.Second
 )
 
 // Identity is one identity configured with --identity: a client id with the

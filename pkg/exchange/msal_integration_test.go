@@ -302,14 +302,17 @@ func TestMSALIntegrationInvalidResourceAndThrottle(t *testing.T) {
 	}
 	env.emu.SetFault(entraemu.Fault{Status: 429, RetryAfter: 90 * time.Second, Count: 1})
 	_, err = env.token(defaultReq(vault))
-	if !errors.As(err, &xe) || xe.Reason != ReasonThrottled || xe.RetryAfter != 25*time.Second {
+	if !errors.As(err, &xe) || xe.Reason != ReasonThrottled || xe.RetryAfter != 90*time.Second {
 		t.Fatalf("throttled: %v (retry after %v)", err, xe.RetryAfter)
 	}
-	// The throttle is remembered for its Retry-After: no POST meanwhile.
-	if _, err := env.token(defaultReq(vault)); ReasonOf(err) != ReasonThrottled || env.emu.TotalTokenCalls() != 2 {
+	// The throttle is remembered for its whole Retry-After: no POST
+	// meanwhile, and the wait left is passed on.
+	env.clock.Advance(89 * time.Second)
+	_, err = env.token(defaultReq(vault))
+	if !errors.As(err, &xe) || xe.Reason != ReasonThrottled || xe.RetryAfter != time.Second || env.emu.TotalTokenCalls() != 2 {
 		t.Fatalf("remembered throttle: %v, POSTs %d", err, env.emu.TotalTokenCalls())
 	}
-	env.clock.Advance(25 * time.Second)
+	env.clock.Advance(time.Second)
 	env.emu.SetFault(entraemu.Fault{Status: 200, Body: entraemu.FaultBodyGarbage, Count: 1})
 	_, err = env.token(defaultReq(vault))
 	if ReasonOf(err) != ReasonUnavailable {
