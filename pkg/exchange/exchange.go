@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -30,18 +29,20 @@ type acquirer interface {
 // one exchange per key at a time, shared by every concurrent caller for
 // that key, and a bounded number at once across keys (flightGroup); one
 // retry when Entra finds the assertion expired; every failure
-// classified into an *Error, remembered by the cache and logged. The cache
+// classified into an *Error, remembered by the cache and logged (repeats
+// folded, failureLog). The cache
 // reads never come here: Source decides when to call fetch.
 type exchanger struct {
-	acq     acquirer
-	tf      *tokenFile
-	cache   *tokenCache
-	ids     *identityMemory
-	clock   Clock
-	timeout time.Duration
-	log     logr.Logger
-	m       *metrics
-	flights *flightGroup
+	acq      acquirer
+	tf       *tokenFile
+	cache    *tokenCache
+	ids      *identityMemory
+	clock    Clock
+	timeout  time.Duration
+	log      logr.Logger
+	m        *metrics
+	flights  *flightGroup
+	failures *failureLog
 }
 
 // fetch returns a token for k from one exchange shared by all concurrent
@@ -69,8 +70,9 @@ func (x *exchanger) refresh(ctx context.Context, k cacheKey, seen uint64) *Error
 // timeout like a failed exchange: logged, and a cached token inside the
 // stale grace is served for a while without queueing again.
 func (x *exchanger) noSlot(k cacheKey, xerr *Error) {
-	x.cache.recordFailure(k, xerr, x.clock.Now())
-	x.logFailure(k, xerr)
+	now := x.clock.Now()
+	x.cache.recordFailure(k, xerr, now)
+	x.failures.failed(k, xerr, now)
 }
 
 // run is one flight's exchange: it asks Entra and stores the outcome.
@@ -84,7 +86,7 @@ func (x *exchanger) run(ctx context.Context, k cacheKey, seen uint64) (Token, *E
 	now := x.clock.Now()
 	if xerr != nil {
 		x.cache.recordFailure(k, xerr, now)
-		x.logFailure(k, xerr)
+		x.failures.failed(k, xerr, now)
 		return Token{}, xerr
 	}
 	c, _ := decodeClaims(res.AccessToken) // opaque tokens keep MSAL's expiry
@@ -127,18 +129,6 @@ func (x *exchanger) classify(err error, k cacheKey) *Error {
 		now:       x.clock.Now(),
 		timeout:   x.timeout,
 	})
-}
-
-// logFailure logs a failed exchange. Raw upstream text goes here, redacted,
-// never to the client; xerr's own text is Reason, Code, Detail and the
-// redacted cause.
-func (x *exchanger) logFailure(k cacheKey, xerr *Error) {
-	kv := []any{"clientID", k.clientID, "scope", k.scope, "reason", xerr.Reason.String(), "code", xerr.Code}
-	var up *upstreamError
-	if errors.As(xerr.Err, &up) {
-		kv = append(kv, "status", up.Status, "body", redact(string(up.Body)))
-	}
-	x.log.Error(xerr, "token exchange failed", kv...)
 }
 
 // newToken builds the Token to cache from what Entra issued and the

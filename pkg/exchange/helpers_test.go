@@ -236,6 +236,7 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 func (h *harness) setLogger(l logr.Logger) {
 	h.src.log = l
 	h.src.ex.log = l
+	h.src.ex.failures.log = l
 }
 
 // writeSAToken writes a projected service-account token with the given

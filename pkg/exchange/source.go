@@ -88,6 +88,8 @@ func newSource(cfg Config, deps Deps) (*Source, error) {
 		timeout: cfg.ExchangeTimeout,
 		log:     s.log,
 		m:       m,
+
+		failures: newFailureLog(s.log, failureLogInterval, cfg.MaxEntries),
 	}
 	s.ex.flights = newFlightGroup(cfg.MaxConcurrentExchanges, cfg.ExchangeTimeout, m, s.ex.noSlot)
 	return s, nil
