@@ -70,6 +70,11 @@ type cachePolicy struct {
 // releases it, none returns with it held. It is safe for concurrent use.
 type tokenCache struct {
 	policy cachePolicy
+	// changed is signalled, without blocking, when an entry may have
+	// become due earlier than sweep last computed: a token stored, a token
+	// handed out for the first time since its fetch, a refresh ended. Run
+	// waits on it besides its timer.
+	changed chan struct{}
 
 	mu       sync.Mutex
 	entries  map[cacheKey]*entry
@@ -81,6 +86,7 @@ type tokenCache struct {
 func newTokenCache(p cachePolicy) *tokenCache {
 	return &tokenCache{
 		policy:   p,
+		changed:  make(chan struct{}, 1),
 		entries:  make(map[cacheKey]*entry),
 		lru:      list.New(),
 		negative: make(map[cacheKey]negativeEntry),
@@ -205,7 +211,10 @@ func (c *tokenCache) staleServable(e *entry, now time.Time) bool {
 }
 
 func (c *tokenCache) touchLocked(e *entry, now time.Time) {
-	e.served = true
+	if !e.served {
+		e.served = true
+		c.signal() // now due for a refresh at half-life
+	}
 	if now.After(e.lastUsed) {
 		e.lastUsed = now
 	}
@@ -277,7 +286,16 @@ func (c *tokenCache) store(k cacheKey, tok Token, now time.Time) (lifetime time.
 	e.lastFailure = time.Time{}
 	e.nextRefresh = time.Time{}
 	delete(c.negative, k)
+	c.signal()
 	return lifetime, evicted
+}
+
+// signal tells Run that the schedule changed.
+func (c *tokenCache) signal() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
 }
 
 func (c *tokenCache) removeLocked(e *entry) {
@@ -354,21 +372,26 @@ type eviction struct {
 //     asked to wait (refreshDone) or Entra's Retry-After for the key has
 //     not passed yet.
 //
-// Entries already refreshing are left alone.
-func (c *tokenCache) sweep(now time.Time) (due []refreshJob, evicted []eviction) {
+// Entries already refreshing are left alone. next is when the earliest of
+// these events is due for the entries left (zero when there is none): what
+// Run sleeps until, unless the cache signals a change first.
+func (c *tokenCache) sweep(now time.Time) (due []refreshJob, evicted []eviction, next time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for el := c.lru.Back(); el != nil; {
-		prev := el.Prev()
 		e := el.Value.(*entry)
+		el = el.Prev()
 		switch {
 		case e.refreshing:
+			continue // refreshDone signals when it ends
 		case !now.Before(e.tok.ExpiresOn):
 			c.removeLocked(e)
 			evicted = append(evicted, eviction{e.key, "expired"})
+			continue
 		case now.Sub(e.lastUsed) >= e.lifetime:
 			c.removeLocked(e)
 			evicted = append(evicted, eviction{e.key, "idle"})
+			continue
 		case e.served && now.Sub(e.fetchedAt) >= e.lifetime/2 && !now.Before(e.nextRefresh):
 			if until, ok := c.throttledLocked(e.key, now); ok {
 				// Entra asked us to wait: the refresh waits too.
@@ -377,10 +400,33 @@ func (c *tokenCache) sweep(now time.Time) (due []refreshJob, evicted []eviction)
 			}
 			e.refreshing = true
 			due = append(due, refreshJob{e.key, e.seq})
+			continue
 		}
-		el = prev
+		if at := e.nextEvent(); next.IsZero() || at.Before(next) {
+			next = at
+		}
 	}
-	return due, evicted
+	return due, evicted, next
+}
+
+// nextEvent is when sweep next has work for e: its expiry, its idle
+// eviction, or, once handed out, its refresh at half-life (or later, when
+// a failed refresh or a throttle asked to wait).
+func (e *entry) nextEvent() time.Time {
+	at := e.tok.ExpiresOn
+	if idle := e.lastUsed.Add(e.lifetime); idle.Before(at) {
+		at = idle
+	}
+	if e.served {
+		refresh := e.fetchedAt.Add(e.lifetime / 2)
+		if e.nextRefresh.After(refresh) {
+			refresh = e.nextRefresh
+		}
+		if refresh.Before(at) {
+			at = refresh
+		}
+	}
+	return at
 }
 
 // throttledLocked returns until when Entra asked not to be asked again for
@@ -404,6 +450,7 @@ func (c *tokenCache) refreshDone(k cacheKey, retryAt time.Time) {
 			e.nextRefresh = retryAt
 		}
 	}
+	c.signal()
 }
 
 func (c *tokenCache) len() int {

@@ -39,9 +39,6 @@ const (
 	// once. Azure's own IMDS allows 5 concurrent requests per VM; 8 leaves
 	// room for background refreshes beside foreground misses.
 	DefaultMaxConcurrentExchanges = 8
-	// DefaultTickInterval is how often Run checks for refresh-ahead and idle
-	// eviction.
-	DefaultTickInterval = 10 * time.Second
 )
 
 // Identity is one identity configured with --identity: a client id with the
@@ -93,12 +90,11 @@ type Config struct {
 	// Further misses wait for a free slot, each bounded by its own context;
 	// a whole exchange, waiting included, is bounded by ExchangeTimeout.
 	MaxConcurrentExchanges int
-	// TickInterval is how often Run refreshes ahead and evicts idle entries.
-	TickInterval time.Duration
 }
 
-// Clock tells the time. Tests inject a fake one; Run's ticker is real time,
-// but every decision it takes reads the time from the Clock.
+// Clock tells the time. Tests inject a fake one; Run's timer is real time,
+// but every decision it takes, and every due time it computes, reads the
+// time from the Clock.
 type Clock interface {
 	Now() time.Time
 }
@@ -136,7 +132,6 @@ func (cfg Config) withDefaults() Config {
 	setDur(&cfg.StaleGrace, DefaultStaleGrace)
 	setDur(&cfg.NegativeTTL, DefaultNegativeTTL)
 	setDur(&cfg.ForceRefreshInterval, DefaultForceRefreshInterval)
-	setDur(&cfg.TickInterval, DefaultTickInterval)
 	if cfg.MaxIdentities == 0 {
 		cfg.MaxIdentities = DefaultMaxIdentities
 	}

@@ -23,10 +23,12 @@ import (
 // exact.
 var t0 = time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
 
-// fakeClock is a Clock tests move by hand.
+// fakeClock is a Clock tests move by hand. It counts its readings, which
+// shows whether background work ran.
 type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu    sync.Mutex
+	now   time.Time
+	reads int
 }
 
 func newFakeClock() *fakeClock { return &fakeClock{now: t0} }
@@ -34,7 +36,14 @@ func newFakeClock() *fakeClock { return &fakeClock{now: t0} }
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.reads++
 	return c.now
+}
+
+func (c *fakeClock) Reads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads
 }
 
 func (c *fakeClock) Advance(d time.Duration) {

@@ -176,7 +176,7 @@ func TestNewRequiresRegistererAndRejectsDoubleRegistration(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.TickInterval = time.Millisecond })
+	h := newHarness(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.src.Run(ctx) }()
@@ -265,7 +265,7 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 // TestRunReturnsDuringRefresh: cancelling Run's context aborts an
 // in-flight refresh instead of waiting for ExchangeTimeout.
 func TestRunReturnsDuringRefresh(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.TickInterval = time.Millisecond; c.ExchangeTimeout = time.Hour })
+	h := newHarness(t, func(c *Config) { c.ExchangeTimeout = time.Hour })
 	h.mustToken(defaultReq(vault))
 	h.acq.block = make(chan struct{}) // the refresh never gets an answer
 	h.clock.Advance(31 * time.Minute)

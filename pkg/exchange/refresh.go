@@ -20,38 +20,56 @@ func refreshWorkers(maxConcurrentExchanges int) int {
 	return max(1, min(refreshConcurrency, maxConcurrentExchanges/2))
 }
 
-// Run refreshes cached tokens ahead of expiry and evicts idle ones every
-// TickInterval until ctx is done. It returns nil when ctx ends.
+// minRoundInterval is the shortest sleep between two rounds of Run, a
+// guard against spinning should a due time ever stay in the past.
+const minRoundInterval = time.Second
+
+// Run refreshes cached tokens ahead of expiry and evicts expired and idle
+// ones until ctx is done; it returns nil when ctx ends. It does not tick:
+// after each round it sleeps until the next refresh, eviction or retry is
+// due, or until the cache changes (a token stored, a token handed out for
+// the first time since its fetch, a refresh ended), so an idle proxy wakes
+// only when its refresh schedule needs it.
 func (s *Source) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.TickInterval)
-	defer t.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
+		var wake <-chan time.Time
+		if next := s.round(ctx); !next.IsZero() {
+			timer.Reset(max(next.Sub(s.clock.Now()), minRoundInterval))
+			wake = timer.C
+		} else {
+			timer.Stop()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
-			s.round(ctx)
+		case <-s.cache.changed:
+		case <-wake:
 		}
 	}
 }
 
 // round does one round of background work at the Clock's current time and
-// returns when it is done:
+// returns when it is done, with the time the next round is due (zero when
+// nothing is cached):
 //   - an expired entry, or one not handed out for a whole lifetime, is
 //     dropped;
 //   - an entry handed out since its last fetch and past half its lifetime
 //     is refreshed; a failed refresh keeps the old token and is retried
-//     after refreshRetryInterval.
+//     after refreshRetryInterval, or after Entra's Retry-After when that is
+//     later.
 //
 // Run calls it; tests call it directly after moving their clock.
-func (s *Source) round(ctx context.Context) {
-	due, evicted := s.cache.sweep(s.clock.Now())
+func (s *Source) round(ctx context.Context) time.Time {
+	due, evicted, next := s.cache.sweep(s.clock.Now())
 	for _, ev := range evicted {
 		s.m.evictions.WithLabelValues(ev.cause).Inc()
 		s.log.V(1).Info("evicted "+ev.cause+" token", "clientID", ev.key.clientID, "scope", ev.key.scope)
 	}
 	if len(due) == 0 {
-		return
+		return next
 	}
 	sem := make(chan struct{}, refreshWorkers(s.cfg.MaxConcurrentExchanges))
 	var wg sync.WaitGroup
@@ -70,6 +88,9 @@ func (s *Source) round(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	// The refreshed entries have new due times; refreshDone signalled the
+	// change, so Run goes round once more at once and learns them.
+	return next
 }
 
 // refresh renews one entry; a failure keeps the old token.

@@ -64,7 +64,6 @@ func (cfg Config) Validate() error {
 		{"StaleGrace", cfg.StaleGrace},
 		{"NegativeTTL", cfg.NegativeTTL},
 		{"ForceRefreshInterval", cfg.ForceRefreshInterval},
-		{"TickInterval", cfg.TickInterval},
 	} {
 		if d.v < 0 {
 			add(d.field, d.v.String(), errors.New("must not be negative"))

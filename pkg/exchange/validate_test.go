@@ -24,7 +24,6 @@ func TestConfigDefaults(t *testing.T) {
 		MaxIdentities:          64,
 		MaxEntries:             1024,
 		MaxConcurrentExchanges: 8,
-		TickInterval:           10 * time.Second,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults =\n%+v\nwant\n%+v", cfg, want)
@@ -125,8 +124,6 @@ func TestValidate(t *testing.T) {
 			`NegativeTTL "-1h0m0s": must not be negative`},
 		{"negative force refresh interval", valid(func(c *Config) { c.ForceRefreshInterval = -time.Second }), "ForceRefreshInterval",
 			`ForceRefreshInterval "-1s": must not be negative`},
-		{"negative tick interval", valid(func(c *Config) { c.TickInterval = -time.Second }), "TickInterval",
-			`TickInterval "-1s": must not be negative`},
 		{"negative max identities", valid(func(c *Config) { c.MaxIdentities = -1 }), "MaxIdentities", `MaxIdentities "-1": must not be negative`},
 		{"negative max entries", valid(func(c *Config) { c.MaxEntries = -9 }), "MaxEntries", `MaxEntries "-9": must not be negative`},
 		{"negative max concurrent exchanges", valid(func(c *Config) { c.MaxConcurrentExchanges = -1 }), "MaxConcurrentExchanges",
