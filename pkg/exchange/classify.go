@@ -27,7 +27,9 @@ type upstreamError struct {
 func (e *upstreamError) Error() string { return fmt.Sprintf("entra answered HTTP %d", e.Status) }
 func (e *upstreamError) Unwrap() error { return e.Err }
 
-// entraError is the OAuth error body Entra sends (imds-protocol.md §6.4).
+// entraError is the OAuth error body Entra sends: error, error_description
+// and error_codes, among others
+// (https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
 type entraError struct {
 	Error       string
 	Description string
@@ -99,7 +101,8 @@ const (
 	classTransient
 )
 
-// aadstsClass maps the AADSTS codes of imds-protocol.md §6.4 and SPEC §3.5.
+// aadstsClass maps the AADSTS codes the proxy tells apart to what they mean
+// for the client (docs/imds-protocol.md lists them with their sources).
 func aadstsClass(code int) codeClass {
 	switch code {
 	case 700016: // application not found in the tenant
@@ -130,7 +133,7 @@ type classifyInput struct {
 }
 
 // classify turns whatever the acquirer returned into the one *Error type
-// pkg/imds maps to HTTP (style-by-example.md practice 15). Detail is built
+// pkg/imds maps to HTTP, in one place. Detail is built
 // from our own words and the projected token's claims, never from the
 // upstream body.
 func classify(err error, in classifyInput) *Error {
@@ -195,7 +198,7 @@ func classifyUpstream(orig *upstreamError, in classifyInput) *Error {
 }
 
 // permanent reports whether a failure is remembered in the negative cache:
-// unknown app, no matching federation, invalid resource (SPEC §4).
+// unknown app, no matching federation, invalid resource.
 func permanent(e *Error) bool {
 	return e.Reason == ReasonIdentityNotFound || e.Reason == ReasonInvalidResource
 }
