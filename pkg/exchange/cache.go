@@ -153,9 +153,10 @@ func (c *tokenCache) lookup(k cacheKey, req Request, now time.Time, serve bool) 
 		}
 	}
 	if n, ok := c.negative[k]; ok {
-		if !now.Before(n.until) {
+		switch {
+		case !now.Before(n.until):
 			delete(c.negative, k)
-		} else if n.err.Reason == ReasonThrottled {
+		case n.err.Reason == ReasonThrottled:
 			// Entra asked us to wait: serve the cached token if it is
 			// still inside the stale grace, else pass on the wait left.
 			if e != nil && c.staleServable(e, now) {
@@ -165,7 +166,7 @@ func (c *tokenCache) lookup(k cacheKey, req Request, now time.Time, serve bool) 
 			xe.RetryAfter = max(n.until.Sub(now).Round(time.Second), time.Second)
 			r.kind, r.err = lookupNegative, &xe
 			return r
-		} else {
+		default:
 			r.kind, r.err = lookupNegative, n.err
 			return r
 		}

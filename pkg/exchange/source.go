@@ -146,6 +146,8 @@ func (s *Source) token(ctx context.Context, clientID, scope string, req Request,
 			return Token{}, r.err
 		}
 	}
+	// A miss, a forced refresh, or a failure forgotten with the old token
+	// file: ask Entra.
 	if r.forced {
 		s.m.forced.Inc()
 	} else {
