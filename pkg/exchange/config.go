@@ -14,7 +14,8 @@ const (
 	// DefaultAuthorityHost is the public-cloud Entra host, used when the
 	// workload identity webhook injected no AZURE_AUTHORITY_HOST.
 	DefaultAuthorityHost = "https://login.microsoftonline.com/"
-	// DefaultExchangeTimeout bounds one detached exchange.
+	// DefaultExchangeTimeout bounds one exchange, the wait for a free slot
+	// included.
 	DefaultExchangeTimeout = 15 * time.Second
 	// DefaultMinRemaining sets the floor: never hand out a token with less
 	// than min(DefaultMinRemaining, lifetime/2) left. Clients treat a token
@@ -67,8 +68,8 @@ type Config struct {
 	DefaultClientID string
 	// Identities are the identities configured with --identity.
 	Identities []Identity
-	// ExchangeTimeout bounds one Entra exchange, which runs on a context
-	// detached from the caller's.
+	// ExchangeTimeout bounds one Entra exchange, the wait for a free slot
+	// included. The exchange runs on a context detached from the callers'.
 	ExchangeTimeout time.Duration
 	// MinRemaining sets the floor: a cached token with less than
 	// min(MinRemaining, lifetime/2) left is not handed out.

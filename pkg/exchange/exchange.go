@@ -28,10 +28,10 @@ type acquirer interface {
 // exchanger obtains tokens from Entra and writes the outcome to the cache:
 // one exchange per key at a time, shared by every concurrent caller for
 // that key, and a bounded number at once across keys (flightGroup); one
-// retry when Entra finds the assertion expired; every failure
-// classified into an *Error, remembered by the cache and logged (repeats
-// folded, failureLog). The cache
-// reads never come here: Source decides when to call fetch.
+// retry when Entra finds the assertion expired; every failure classified
+// into an *Error, remembered by the cache and logged, repeats folded
+// (failureLog). It never reads the cache for a caller: Source decides when
+// to call fetch.
 type exchanger struct {
 	acq      acquirer
 	tf       *tokenFile
