@@ -177,17 +177,36 @@ func (e *Env) MintToken(ctx context.Context, namespace, serviceAccount string, l
 }
 
 // MintAndWriteToken mints a token for namespace/serviceAccount and writes
-// it to TokenFile the way kubelet rotates it: a new file renamed over the
-// old one. The pod's own account is Namespace/ServiceAccount. The token is
-// never logged.
+// it to TokenFile (WriteToken). The pod's own account is
+// Namespace/ServiceAccount. The token is never logged.
 func (e *Env) MintAndWriteToken(ctx context.Context, namespace, serviceAccount string, lifetime time.Duration) error {
 	tok, err := e.MintToken(ctx, namespace, serviceAccount, lifetime)
 	if err != nil {
 		return err
 	}
+	return e.WriteToken(tok)
+}
+
+// WriteToken writes a projected service-account token to TokenFile the way
+// kubelet rotates it: a new file renamed over the old one, so the proxy
+// never reads half a token.
+func (e *Env) WriteToken(token string) error {
 	tmp := e.TokenFile + ".new"
-	if err := os.WriteFile(tmp, []byte(tok), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(token), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, e.TokenFile)
+}
+
+// TrustIssuer makes the emulator fetch the discovery document and JWKS of
+// an https assertion issuer (a real kube-apiserver's, say) trusting only
+// the CA certificates in caPEM. Federations name that issuer like any
+// other (entraemu.Federation.Issuer).
+func (e *Env) TrustIssuer(ctx context.Context, issuer string, caPEM []byte) error {
+	b, err := json.Marshal(entraemu.TrustedIssuer{Issuer: issuer, CACertPEM: string(caPEM)})
+	if err != nil {
+		return err
+	}
+	_, err = e.adminDo(ctx, http.MethodPost, "trusted-issuers", nil, b)
+	return err
 }
