@@ -158,10 +158,12 @@ func (c *Cluster) Create(ctx context.Context, namespace string, obj, out any) er
 
 // DryRun submits obj as Create does, with dryRun=All: the API server
 // decodes, defaults, validates and admits it (admission plugins such as
-// PodSecurity included) and stores nothing. It returns the API server's
-// warnings; a rejection is an *APIError carrying the API server's message.
-func (c *Cluster) DryRun(ctx context.Context, namespace string, obj any) (warnings []string, err error) {
-	return c.create(ctx, namespace, obj, nil, true)
+// PodSecurity included), stores nothing, and answers the object it would
+// have stored, decoded into out (nil to discard it). It returns the API
+// server's warnings; a rejection is an *APIError carrying the API server's
+// message.
+func (c *Cluster) DryRun(ctx context.Context, namespace string, obj, out any) (warnings []string, err error) {
+	return c.create(ctx, namespace, obj, out, true)
 }
 
 func (c *Cluster) create(ctx context.Context, namespace string, obj, out any, dryRun bool) ([]string, error) {

@@ -148,7 +148,7 @@ func TestStandaloneCluster(t *testing.T) {
 
 	// Server-side dry run: a broken manifest gets the API server's message.
 	bad := []byte(strings.Replace(string(manifest), "    image: registry.example/app:1\n", "    imagePullPolicy: Sometimes\n", 1))
-	_, err = c.DryRun(ctx, ns, bad)
+	_, err = c.DryRun(ctx, ns, bad, nil)
 	var apiErr *kubeenv.APIError
 	if !errors.As(err, &apiErr) || apiErr.Code != 422 || apiErr.Reason != metav1.StatusReasonInvalid ||
 		!strings.Contains(apiErr.Message, "spec.containers[0].image: Required value") ||
