@@ -106,7 +106,7 @@ func TestDeployManifestsServerSide(t *testing.T) {
 			if file != "webhook/values.yaml" {
 				t.Errorf("deploy/%s is neither a Kubernetes object nor the webhook's Helm values", file)
 			}
-			continue // TestWebhookV16Pods judges the pods these values make
+			continue // the "webhook v1.6" subtest judges the pods these values make
 		}
 		t.Run(file, func(t *testing.T) {
 			var stored map[string]any
@@ -177,6 +177,8 @@ func TestDeployManifestsServerSide(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("webhook v1.6", func(t *testing.T) { checkWebhookV16Pods(t, c, ns) })
 
 	t.Run("pod security", func(t *testing.T) {
 		for _, level := range []string{"baseline", "restricted"} {
