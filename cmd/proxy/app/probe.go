@@ -10,10 +10,12 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 )
 
-// Probe timing (SPEC §3.7).
+// Probe timing: how long the postStart hook waits for the proxy, then for
+// its warm-up token.
 const (
 	// probeReadyTimeout bounds the wait for /readyz: kubelet runs the
 	// postStart hook concurrently with the container's entrypoint, so the
@@ -55,7 +57,7 @@ func Probe(ctx context.Context, cfg *ProbeConfig, deps Deps) error {
 	if cfg.Strict {
 		return fmt.Errorf("warm-up failed (--probe-strict): %w", err)
 	}
-	warn(log, "warm-up failed; the proxy's log has the diagnosis", "resource", cfg.Resource, "error", err.Error())
+	logging.Warn(log, "warm-up failed; the proxy's log has the diagnosis", "resource", cfg.Resource, "error", err.Error())
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 	"github.com/imds-proxy/imds-proxy/pkg/version"
@@ -26,8 +27,8 @@ var _ imds.TokenSource = (*exchange.Source)(nil)
 // Run serves until ctx ends (SIGTERM, SIGINT) and the shutdown delay and
 // drain are over, or until POST /quitquitquit. It listens before doing
 // anything that could touch the network, so the proxy is ready within
-// milliseconds of start (SPEC §3.1): in a native sidecar, the app's
-// containers may start right after.
+// milliseconds of start: in a native sidecar, the app's containers may
+// start right after.
 func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	log := deps.Logger
 
@@ -99,7 +100,7 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 		return srv.Serve(ctx, ln)
 	})
 	// Warm the first exchange in the background, now that we listen and
-	// serve (SPEC §3.1: no network call before Listen; started after Serve
+	// serve (no network call may come before Listen; started after Serve
 	// so it does not hold up the first /readyz): a fresh proxy's first
 	// token request would otherwise also pay for loading the system CA
 	// pool, building the MSAL client, tenant discovery and the TLS
@@ -178,11 +179,11 @@ func logStartup(cfg *Config, deps Deps, addr, metricsAddr string) {
 	// The default level ("") shows warnings only; say at least where we
 	// listen there too.
 	if ex.DefaultClientID == "" {
-		warn(log, "AZURE_CLIENT_ID is not set: requests that name no identity will get 400 Identity not found, and the --probe warm-up is skipped; requests with client_id still work",
+		logging.Warn(log, "AZURE_CLIENT_ID is not set: requests that name no identity will get 400 Identity not found, and the --probe warm-up is skipped; requests with client_id still work",
 			"listen", addr)
 	}
 	if uid := deps.Getuid(); uid != cfg.ExemptUID {
-		warn(log, fmt.Sprintf("the proxy runs as UID %d, but proxy-init exempts UID %d from the redirect to the proxy: "+
+		logging.Warn(log, fmt.Sprintf("the proxy runs as UID %d, but proxy-init exempts UID %d from the redirect to the proxy: "+
 			"a pod-level securityContext.runAsUser overrides the image's USER. Token requests still work, but requests "+
 			"the proxy forwards to the real IMDS (/metadata/instance and the other passthrough categories) are "+
 			"redirected back to it and answered 508. Remove the pod-level runAsUser or set runAsUser: %d on the proxy container",
