@@ -10,8 +10,8 @@ import (
 )
 
 // AADSTS codes the emulator answers with. Statuses and OAuth error names
-// follow what Entra ID returns for each (see
-// shared/reference/imds-protocol.md §6.4 and the issue threads cited there).
+// follow what Entra ID returns for each (see docs/imds-protocol.md and the
+// issue threads cited there).
 const (
 	CodeTenantNotFound        = 90002   // Tenant not found; 400 invalid_tenant.
 	CodeMissingParameter      = 900144  // Required body parameter missing; 400 invalid_request.

@@ -29,6 +29,7 @@ const maxAdminBody = 1 << 20
 //	DELETE /admin/apps/{clientID}/federations remove an app's federated credentials
 //	POST   /admin/invalid-resources?resource=&invalid=true|false   mark a resource unknown (AADSTS500011) or known
 //	POST   /admin/issuer/rotate-key           rotate the issuer signing key ({"kid": new kid}); the old key stays published
+//	POST   /admin/trusted-issuers             trust an external https issuer (JSON TrustedIssuer: issuer, ca_cert_pem)
 //	GET    /admin/info                        URLs, tenant and CA of this emulator
 //
 // The admin API has no authentication: serve it only where tests reach it.
@@ -89,6 +90,17 @@ func (e *Emulator) AdminHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"kid": kid})
+	})
+	mux.HandleFunc("POST /admin/trusted-issuers", func(w http.ResponseWriter, r *http.Request) {
+		var t TrustedIssuer
+		if !decodeAdminBody(w, r, &t) {
+			return
+		}
+		if err := e.TrustIssuer(t); err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"issuer": t.Issuer})
 	})
 	mux.HandleFunc("GET /admin/info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Info())

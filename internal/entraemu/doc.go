@@ -21,8 +21,10 @@
 //
 // The token endpoint verifies each client assertion the way Entra does for a
 // federated identity credential: it parses the JWT, finds the app by client
-// id, fetches the assertion issuer's discovery document and JWKS over HTTP
-// (cached briefly), checks the RS256 signature, the validity window, and that
+// id, fetches the assertion issuer's discovery document and JWKS (cached
+// briefly; over HTTP for the emulator's own issuer, over HTTPS for external
+// issuers such as a real kube-apiserver, verified against the CA bundle given
+// to TrustIssuer), checks the RS256 signature, the validity window, and that
 // one of the app's federated credentials matches issuer, audience and
 // subject. Failures answer Entra-shaped AADSTS JSON bodies with Entra's HTTP
 // statuses; success answers a signed JWT access token for the requested

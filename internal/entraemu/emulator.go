@@ -91,6 +91,9 @@ type Options struct {
 	// KeyCacheTTL is how long fetched issuer discovery documents and JWKS
 	// are reused, default 1 minute. An unknown key id always refetches.
 	KeyCacheTTL time.Duration
+	// TrustedIssuers are external https issuers fetched with their own CA
+	// bundle (see TrustIssuer).
+	TrustedIssuers []TrustedIssuer
 	// EnableAdmin also serves AdminHandler under /admin/ on the issuer
 	// listener (for out-of-process control).
 	EnableAdmin bool
@@ -139,7 +142,8 @@ type Emulator struct {
 	instanceDiscoveryCalls int
 	issuerFetches          int
 	keyCache               map[string]*issuerKeys
-	requests               []TokenRequest // the newest maxRequestLog token requests
+	issuerClients          map[string]*http.Client // by issuer URL (TrustIssuer)
+	requests               []TokenRequest          // the newest maxRequestLog token requests
 }
 
 // maxRequestLog is how many token requests Requests remembers.
@@ -249,6 +253,7 @@ func Start(opts Options) (*Emulator, error) {
 		invalidResources: map[string]bool{},
 		calls:            map[callKey]int{},
 		keyCache:         map[string]*issuerKeys{},
+		issuerClients:    map[string]*http.Client{},
 	}
 	for _, r := range opts.InvalidResources {
 		e.invalidResources[r] = true
@@ -316,6 +321,14 @@ func Start(opts Options) (*Emulator, error) {
 			closeAll()
 			return nil, err
 		}
+	}
+	for _, t := range opts.TrustedIssuers {
+		c, err := trustedIssuerClient(t)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		e.issuerClients[t.Issuer] = c
 	}
 
 	e.entraSrv = &http.Server{
@@ -407,6 +420,11 @@ func (e *Emulator) Close() {
 		_ = e.issuerSrv.Close()
 		e.serveWG.Wait()
 		e.fetchClient.CloseIdleConnections()
+		e.mu.Lock()
+		for _, c := range e.issuerClients {
+			c.CloseIdleConnections()
+		}
+		e.mu.Unlock()
 	})
 }
 

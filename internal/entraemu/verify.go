@@ -193,12 +193,15 @@ func lookupKID(keys map[string]*rsa.PublicKey, kid string) *rsa.PublicKey {
 }
 
 // fetchIssuerKeys fetches <issuer>/.well-known/openid-configuration, checks
-// its issuer, then fetches its jwks_uri and returns the usable RSA keys.
+// its issuer, then fetches its jwks_uri and returns the usable RSA keys. A
+// trusted issuer's documents are fetched with its own CA bundle
+// (TrustIssuer).
 func (e *Emulator) fetchIssuerKeys(ctx context.Context, issuer string) (map[string]*rsa.PublicKey, error) {
 	u, err := url.Parse(issuer)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("issuer %q is not an http(s) URL", issuer)
 	}
+	client := e.fetchClientFor(issuer)
 	e.mu.Lock()
 	e.issuerFetches++
 	e.mu.Unlock()
@@ -207,7 +210,7 @@ func (e *Emulator) fetchIssuerKeys(ctx context.Context, issuer string) (map[stri
 		JWKSURI string `json:"jwks_uri"`
 	}
 	discovery := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
-	if err := e.getJSON(ctx, discovery, &doc); err != nil {
+	if err := getJSON(ctx, client, discovery, "application/json", &doc); err != nil {
 		return nil, err
 	}
 	if doc.Issuer != issuer {
@@ -218,7 +221,10 @@ func (e *Emulator) fetchIssuerKeys(ctx context.Context, issuer string) (map[stri
 		return nil, fmt.Errorf("discovery document at %s has no usable jwks_uri", discovery)
 	}
 	var set jwks
-	if err := e.getJSON(ctx, doc.JWKSURI, &set); err != nil {
+	// kube-apiserver serves its JWKS only as application/jwk-set+json and
+	// answers 406 to "Accept: application/json" alone
+	// (k8s.io/kubernetes pkg/routes/openidmetadata.go).
+	if err := getJSON(ctx, client, doc.JWKSURI, "application/jwk-set+json, application/json", &set); err != nil {
 		return nil, err
 	}
 	keys := map[string]*rsa.PublicKey{}
@@ -239,16 +245,17 @@ func (e *Emulator) fetchIssuerKeys(ctx context.Context, issuer string) (map[stri
 	return keys, nil
 }
 
-// getJSON GETs a URL and decodes a JSON body of bounded size.
-func (e *Emulator) getJSON(ctx context.Context, u string, dst any) error {
+// getJSON GETs a URL with client, asking for the accept media types, and
+// decodes a JSON body of bounded size.
+func getJSON(ctx context.Context, client *http.Client, u, accept string, dst any) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := e.fetchClient.Do(req)
+	req.Header.Set("Accept", accept)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", u, err)
 	}

@@ -135,12 +135,14 @@ func (e *Env) Calls(ctx context.Context, clientID, scope string) (int, error) {
 
 // CallStats is the emulator's counters: Calls for the asked (client id,
 // scope), Total token POSTs, Discovery GETs of the tenant's
-// openid-configuration, and ByIdentity, every non-zero token counter.
+// openid-configuration, IssuerFetches of an assertion issuer's discovery
+// document and JWKS, and ByIdentity, every non-zero token counter.
 type CallStats struct {
-	Calls      int                  `json:"calls"`
-	Total      int                  `json:"total"`
-	Discovery  int                  `json:"discovery"`
-	ByIdentity []entraemu.CallCount `json:"by_identity"`
+	Calls         int                  `json:"calls"`
+	Total         int                  `json:"total"`
+	Discovery     int                  `json:"discovery"`
+	IssuerFetches int                  `json:"issuer_fetches"`
+	ByIdentity    []entraemu.CallCount `json:"by_identity"`
 }
 
 // CallStats returns the emulator's counters, Calls for clientID and scope.
@@ -154,6 +156,21 @@ func (e *Env) CallStats(ctx context.Context, clientID, scope string) (CallStats,
 		return stats, fmt.Errorf("emulator calls: %w", err)
 	}
 	return stats, nil
+}
+
+// Requests returns the emulator's log of token requests, oldest first:
+// each one's client id, scope, status, AADSTS code, and the assertion's
+// issuer, subject and jti (never the assertion itself).
+func (e *Env) Requests(ctx context.Context) ([]entraemu.TokenRequest, error) {
+	b, err := e.adminDo(ctx, http.MethodGet, "requests", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	var reqs []entraemu.TokenRequest
+	if err := json.Unmarshal(b, &reqs); err != nil {
+		return nil, fmt.Errorf("emulator requests: %w", err)
+	}
+	return reqs, nil
 }
 
 // SetFault injects f into the emulator's token endpoint (see
@@ -177,17 +194,36 @@ func (e *Env) MintToken(ctx context.Context, namespace, serviceAccount string, l
 }
 
 // MintAndWriteToken mints a token for namespace/serviceAccount and writes
-// it to TokenFile the way kubelet rotates it: a new file renamed over the
-// old one. The pod's own account is Namespace/ServiceAccount. The token is
-// never logged.
+// it to TokenFile (WriteToken). The pod's own account is
+// Namespace/ServiceAccount. The token is never logged.
 func (e *Env) MintAndWriteToken(ctx context.Context, namespace, serviceAccount string, lifetime time.Duration) error {
 	tok, err := e.MintToken(ctx, namespace, serviceAccount, lifetime)
 	if err != nil {
 		return err
 	}
+	return e.WriteToken(tok)
+}
+
+// WriteToken writes a projected service-account token to TokenFile the way
+// kubelet rotates it: a new file renamed over the old one, so the proxy
+// never reads half a token.
+func (e *Env) WriteToken(token string) error {
 	tmp := e.TokenFile + ".new"
-	if err := os.WriteFile(tmp, []byte(tok), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(token), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, e.TokenFile)
+}
+
+// TrustIssuer makes the emulator fetch the discovery document and JWKS of
+// an https assertion issuer (a real kube-apiserver's, say) trusting only
+// the CA certificates in caPEM. Federations name that issuer like any
+// other (entraemu.Federation.Issuer).
+func (e *Env) TrustIssuer(ctx context.Context, issuer string, caPEM []byte) error {
+	b, err := json.Marshal(entraemu.TrustedIssuer{Issuer: issuer, CACertPEM: string(caPEM)})
+	if err != nil {
+		return err
+	}
+	_, err = e.adminDo(ctx, http.MethodPost, "trusted-issuers", nil, b)
+	return err
 }

@@ -195,16 +195,18 @@ var (
 	live   = map[*Env]bool{}
 )
 
-// CloseAll closes every Env of this process that is still open (see also
-// Shutdown, for signal handlers).
+// CloseAll closes every harness registered with Register, then every Env
+// of this process that is still open (see also Shutdown, for signal
+// handlers).
 func CloseAll() error {
+	herr := closeHarnesses()
 	liveMu.Lock()
 	envs := make([]*Env, 0, len(live))
 	for e := range live {
 		envs = append(envs, e)
 	}
 	liveMu.Unlock()
-	var errs []error
+	errs := []error{herr}
 	for _, e := range envs {
 		errs = append(errs, e.Close())
 	}

@@ -35,6 +35,11 @@ const (
 	EntraHost = "login.emulator.test"
 	// IssuerHost is the emulator's cluster-issuer host name.
 	IssuerHost = "oidc.emulator.test"
+	// APIServerHost is the name of a Kubernetes API server that a harness
+	// runs on loopback inside one of our namespaces (internal/kubeenv): it
+	// resolves to 127.0.0.1 in every namespace we create, so the emulator
+	// in the node namespace reaches an API server started there.
+	APIServerHost = "kube-apiserver.test"
 
 	// EntraPort and IssuerPort are the emulator's ports on NodeAddr (the
 	// issuer listener also serves the emulator's admin API). They are
@@ -77,9 +82,10 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
-// hostsFile is the /etc/hosts both namespaces see under `ip netns exec`.
+// hostsFile is the /etc/hosts every namespace we create sees under `ip
+// netns exec`.
 func hostsFile() string {
-	return "127.0.0.1 localhost\n" +
+	return "127.0.0.1 localhost " + APIServerHost + "\n" +
 		NodeAddr + " " + EntraHost + " " + IssuerHost + "\n"
 }
 
@@ -98,16 +104,7 @@ func createTopology(ctx context.Context, pod, node string) (err error) {
 		}
 	}()
 	for _, ns := range []string{pod, node} {
-		dir := filepath.Join(netnsEtc, ns)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		// nameserver 127.0.0.1: lookups fail at once and stay on loopback
-		// (test-environment.md §1).
-		if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hostsFile()), 0o644); err != nil {
+		if err := writeNetnsEtc(ns); err != nil {
 			return err
 		}
 		if err := run(ctx, "ip", "netns", "add", ns); err != nil {
@@ -217,8 +214,9 @@ func CleanStale() error {
 }
 
 // Shutdown is for signal handlers: it stops new namespaces and processes,
-// closes every open Env (CloseAll), and removes any namespace of this
-// process that no Env tracks yet (a Start in flight).
+// closes every registered harness and every open Env (CloseAll), and
+// removes any namespace of this process that nothing tracks yet (a Start in
+// flight).
 func Shutdown() error {
 	nsMu.Lock()
 	shuttingDown = true

@@ -20,8 +20,20 @@ key=$(cat go.mod go.sum | sha256sum | cut -c1-12)
 root=${IMDS_PROXY_CACHE:-/var/cache/imds-proxy}
 dir=$root/kubernetes/$version-$key
 
-if [[ ! -x $dir/kube-apiserver || ! -x $dir/kubelet ]]; then
+built() { [[ -x $dir/kube-apiserver && -x $dir/kubelet ]]; }
+
+if ! built; then
 	mkdir -p "$root/kubernetes"
+	# One build at a time: test packages running in parallel (and make
+	# kubebin) may all ask for the binaries; the others wait here and then
+	# find them built.
+	exec 9>"$root/kubernetes/.lock"
+	flock -n 9 || {
+		echo "kubebin: waiting for another build of the Kubernetes binaries" >&2
+		flock 9
+	}
+fi
+if ! built; then
 	tmp=$(mktemp -d "$dir.tmp.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
 	# Without these the binaries report v0.0.0-master and clients refuse

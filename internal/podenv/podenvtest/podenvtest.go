@@ -99,7 +99,7 @@ func Start(t testing.TB, opts podenv.Options) *podenv.Env {
 	if opts.BinDir == "" {
 		opts.BinDir = BinDir(t)
 	}
-	sigOnce.Do(closeOnSignal)
+	CloseOnSignal()
 	env, err := podenv.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting the pod environment: %v", err)
@@ -116,6 +116,12 @@ func Start(t testing.TB, opts podenv.Options) *podenv.Env {
 	})
 	return env
 }
+
+// CloseOnSignal installs, once per test binary, the handler that tears
+// every environment and every harness registered with podenv.Register down
+// on SIGINT or SIGTERM (Ctrl-C during go test), then exits. Start calls it;
+// adapters of other harnesses call it too.
+func CloseOnSignal() { sigOnce.Do(closeOnSignal) }
 
 // closeOnSignal tears every environment down on SIGINT or SIGTERM (Ctrl-C
 // during go test), then exits.
