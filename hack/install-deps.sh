@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 apt_pkgs=(iptables iproute2 curl ca-certificates util-linux procps
 	python3-azure azure-cli
 	podman buildah runc debootstrap
+	etcd-server
 	containerd containernetworking-plugins)
 missing=()
 for p in "${apt_pkgs[@]}"; do

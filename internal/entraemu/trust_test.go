@@ -45,7 +45,15 @@ func startExternalIssuer(t *testing.T) *externalIssuer {
 		})
 	})
 	mux.HandleFunc("GET /openid/v1/jwks", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, jwks{Keys: []jwk{publicJWK(&key.PublicKey, x.kid)}})
+		// kube-apiserver produces its JWKS only as application/jwk-set+json
+		// and answers 406 to an Accept header that rules that out.
+		if !acceptsJWKS(r.Header.Get("Accept")) {
+			http.Error(w, "406: Not Acceptable\n\nAvailable representations: application/jwk-set+json", http.StatusNotAcceptable)
+			return
+		}
+		b, _ := json.Marshal(jwks{Keys: []jwk{publicJWK(&key.PublicKey, x.kid)}})
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		_, _ = w.Write(b)
 	})
 	x.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x.mu.Lock()
@@ -58,6 +66,21 @@ func startExternalIssuer(t *testing.T) *externalIssuer {
 	x.srv.StartTLS()
 	t.Cleanup(x.srv.Close)
 	return x
+}
+
+// acceptsJWKS reports whether an Accept header admits
+// application/jwk-set+json (no header admits anything).
+func acceptsJWKS(accept string) bool {
+	if accept == "" {
+		return true
+	}
+	for _, r := range strings.Split(accept, ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(r), ";")
+		if mt == "*/*" || mt == "application/*" || mt == "application/jwk-set+json" {
+			return true
+		}
+	}
+	return false
 }
 
 // caPEM is the issuer's self-signed certificate in PEM form.

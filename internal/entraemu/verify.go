@@ -210,7 +210,7 @@ func (e *Emulator) fetchIssuerKeys(ctx context.Context, issuer string) (map[stri
 		JWKSURI string `json:"jwks_uri"`
 	}
 	discovery := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
-	if err := getJSON(ctx, client, discovery, &doc); err != nil {
+	if err := getJSON(ctx, client, discovery, "application/json", &doc); err != nil {
 		return nil, err
 	}
 	if doc.Issuer != issuer {
@@ -221,7 +221,10 @@ func (e *Emulator) fetchIssuerKeys(ctx context.Context, issuer string) (map[stri
 		return nil, fmt.Errorf("discovery document at %s has no usable jwks_uri", discovery)
 	}
 	var set jwks
-	if err := getJSON(ctx, client, doc.JWKSURI, &set); err != nil {
+	// kube-apiserver serves its JWKS only as application/jwk-set+json and
+	// answers 406 to "Accept: application/json" alone
+	// (k8s.io/kubernetes pkg/routes/openidmetadata.go).
+	if err := getJSON(ctx, client, doc.JWKSURI, "application/jwk-set+json, application/json", &set); err != nil {
 		return nil, err
 	}
 	keys := map[string]*rsa.PublicKey{}
@@ -242,15 +245,16 @@ func (e *Emulator) fetchIssuerKeys(ctx context.Context, issuer string) (map[stri
 	return keys, nil
 }
 
-// getJSON GETs a URL with client and decodes a JSON body of bounded size.
-func getJSON(ctx context.Context, client *http.Client, u string, dst any) error {
+// getJSON GETs a URL with client, asking for the accept media types, and
+// decodes a JSON body of bounded size.
+func getJSON(ctx context.Context, client *http.Client, u, accept string, dst any) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", u, err)

@@ -135,12 +135,14 @@ func (e *Env) Calls(ctx context.Context, clientID, scope string) (int, error) {
 
 // CallStats is the emulator's counters: Calls for the asked (client id,
 // scope), Total token POSTs, Discovery GETs of the tenant's
-// openid-configuration, and ByIdentity, every non-zero token counter.
+// openid-configuration, IssuerFetches of an assertion issuer's discovery
+// document and JWKS, and ByIdentity, every non-zero token counter.
 type CallStats struct {
-	Calls      int                  `json:"calls"`
-	Total      int                  `json:"total"`
-	Discovery  int                  `json:"discovery"`
-	ByIdentity []entraemu.CallCount `json:"by_identity"`
+	Calls         int                  `json:"calls"`
+	Total         int                  `json:"total"`
+	Discovery     int                  `json:"discovery"`
+	IssuerFetches int                  `json:"issuer_fetches"`
+	ByIdentity    []entraemu.CallCount `json:"by_identity"`
 }
 
 // CallStats returns the emulator's counters, Calls for clientID and scope.
@@ -154,6 +156,21 @@ func (e *Env) CallStats(ctx context.Context, clientID, scope string) (CallStats,
 		return stats, fmt.Errorf("emulator calls: %w", err)
 	}
 	return stats, nil
+}
+
+// Requests returns the emulator's log of token requests, oldest first:
+// each one's client id, scope, status, AADSTS code, and the assertion's
+// issuer, subject and jti (never the assertion itself).
+func (e *Env) Requests(ctx context.Context) ([]entraemu.TokenRequest, error) {
+	b, err := e.adminDo(ctx, http.MethodGet, "requests", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	var reqs []entraemu.TokenRequest
+	if err := json.Unmarshal(b, &reqs); err != nil {
+		return nil, fmt.Errorf("emulator requests: %w", err)
+	}
+	return reqs, nil
 }
 
 // SetFault injects f into the emulator's token endpoint (see
