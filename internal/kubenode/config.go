@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"strings"
 )
 
@@ -22,7 +21,6 @@ type layout struct {
 	CNIDataDir       string // host-local's address leases
 
 	KubeletConfig   string
-	Kubeconfig      string // written only when the node has an API server
 	KubeletRoot     string // --root-dir: pods, volumes, plugins, checkpoints
 	KubeletCertDir  string // --cert-dir: the kubelet's self-signed serving certificate
 	ManifestsDir    string // staticPodPath
@@ -45,7 +43,6 @@ func newLayout(dir string) layout {
 		CNIConfDir:       p("cni", "net.d"),
 		CNIDataDir:       p("cni", "ipam"),
 		KubeletConfig:    p("kubelet", "config.yaml"),
-		Kubeconfig:       p("kubelet", "kubeconfig"),
 		KubeletRoot:      p("kubelet", "root"),
 		KubeletCertDir:   p("kubelet", "pki"),
 		ManifestsDir:     p("kubelet", "manifests"),
@@ -219,32 +216,9 @@ podLogsDir: %s
 `, kubeletPort, kubeletHealthzPort, l.Socket, l.Socket, cgroupRoot, l.ManifestsDir, l.PodLogsDir)
 }
 
-// kubeconfig renders the kubelet's kubeconfig for an API server that
-// accepts a static bearer token.
-func kubeconfig(api APIServer) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: %s
-    certificate-authority: %s
-users:
-- name: kubelet
-  user:
-    token: %s
-contexts:
-- name: test
-  context:
-    cluster: test
-    user: kubelet
-current-context: test
-`, strconv.Quote(api.URL), strconv.Quote(api.CAFile), strconv.Quote(api.Token))
-}
-
 // kubeletArgs are the kubelet's command-line flags (the rest is in its
 // configuration file).
-func kubeletArgs(l layout, name string, withAPIServer bool) []string {
+func kubeletArgs(l layout, name, kubeconfig string) []string {
 	args := []string{
 		"--config=" + l.KubeletConfig,
 		"--root-dir=" + l.KubeletRoot,
@@ -253,8 +227,8 @@ func kubeletArgs(l layout, name string, withAPIServer bool) []string {
 		"--volume-plugin-dir=" + l.VolumePluginDir,
 		"--v=2",
 	}
-	if withAPIServer {
-		args = append(args, "--kubeconfig="+l.Kubeconfig)
+	if kubeconfig != "" {
+		args = append(args, "--kubeconfig="+kubeconfig)
 	}
 	return args
 }

@@ -33,18 +33,6 @@ const DefaultName = "imds-proxy-node"
 // bed, and apart from podenv's 169.254.99.0/24.
 var DefaultPodSubnet = netip.MustParsePrefix("169.254.200.0/24")
 
-// APIServer is how the kubelet reaches its API server.
-type APIServer struct {
-	// URL is the server, e.g. https://kube-apiserver.test:6443 (resolved in
-	// the node's namespace).
-	URL string
-	// CAFile holds the CA certificates the kubelet trusts for it.
-	CAFile string
-	// Token is a bearer token the server accepts for the kubelet (the
-	// node registers itself and reports pod status with it).
-	Token string
-}
-
 // Options shapes one node. Netns, KubeletBin and PauseImage are required.
 type Options struct {
 	// Netns is the network namespace the node lives in, by name (an Env's
@@ -61,10 +49,11 @@ type Options struct {
 	// PodSubnet is the pods' /24 (or larger); its first address is the
 	// bridge's, the pods' gateway. Default DefaultPodSubnet.
 	PodSubnet netip.Prefix
-	// APIServer, when set, makes the kubelet register the node there and
-	// run the pods bound to it; without it the kubelet runs static pods only
-	// (WriteStaticPod).
-	APIServer *APIServer
+	// Kubeconfig, when set, is the kubelet's kubeconfig file (e.g.
+	// kubeenv.Cluster.Kubeconfig): the node registers with that API server
+	// and runs the pods bound to it. Without it the kubelet runs static pods
+	// only (WriteStaticPod).
+	Kubeconfig string
 	// Logf, when set, receives progress lines.
 	Logf func(format string, args ...any)
 }
@@ -234,12 +223,8 @@ func (n *Node) writeFiles(subnet netip.Prefix) error {
 		{filepath.Join(n.l.CNIConfDir, "10-imds-proxy-node.conflist"), cniConfig(n.l, subnet, n.Gateway)},
 		{n.l.KubeletConfig, kubeletConfig(n.l, n.cgroup)},
 	}
-	if n.opts.APIServer != nil {
-		files = append(files, struct{ path, data string }{n.l.Kubeconfig, kubeconfig(*n.opts.APIServer)})
-	}
 	for _, f := range files {
-		// The kubeconfig holds a token: readable by root only.
-		if err := os.WriteFile(f.path, []byte(f.data), 0o600); err != nil {
+		if err := os.WriteFile(f.path, []byte(f.data), 0o644); err != nil {
 			return err
 		}
 	}
@@ -305,7 +290,7 @@ func (n *Node) startKubelet(ctx context.Context) error {
 	cpid := n.containerd.Pid()
 	n.mu.Unlock()
 	argv := append([]string{"nsenter", "-t", strconv.Itoa(cpid), "-m", "-n", "--", n.opts.KubeletBin},
-		kubeletArgs(n.l, n.Name, n.opts.APIServer != nil)...)
+		kubeletArgs(n.l, n.Name, n.opts.Kubeconfig)...)
 	p, err := podenv.Spawn(argv, daemonEnv, n.l.KubeletLog)
 	if err != nil {
 		return fmt.Errorf("start kubelet: %w", err)

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/imds-proxy/imds-proxy/internal/kubeenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
 )
@@ -40,21 +41,14 @@ func skipUnlessNode(t *testing.T) {
 	}
 }
 
-// kubeletBin builds (or finds in the cache) the pinned kubelet with
-// test/kubebin/build.sh.
+// kubeletBin builds (or finds in the cache) the pinned kubelet.
 func kubeletBin(t *testing.T) string {
 	t.Helper()
-	root, err := podenv.ModuleRoot()
+	dir, err := kubeenv.Build(context.Background(), os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(root, "test/kubebin/build.sh"))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("test/kubebin/build.sh: %v", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "kubelet")
+	return filepath.Join(dir, kubeenv.KubeletBin)
 }
 
 // pauseArchive builds test/podman/pause into a FROM scratch image written
