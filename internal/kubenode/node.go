@@ -502,3 +502,14 @@ func (n *Node) KubeletPods(ctx context.Context) ([]corev1.Pod, error) {
 	}
 	return list.Items, nil
 }
+
+// ReadFile reads a file as the node's processes see it, through
+// containerd's mount namespace: the kubelet mounts volumes (projected
+// tokens, secrets) there, and the host sees only their empty mount points.
+func (n *Node) ReadFile(path string) ([]byte, error) {
+	containerd, _ := n.Pids()
+	if containerd == 0 {
+		return nil, errors.New("kubenode: containerd is not running")
+	}
+	return os.ReadFile(filepath.Join("/proc", strconv.Itoa(containerd), "root", path))
+}
