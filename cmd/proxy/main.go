@@ -11,12 +11,13 @@ import (
 	"syscall"
 
 	"github.com/imds-proxy/imds-proxy/cmd/proxy/app"
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	level := new(slog.LevelVar)
-	logger := app.NewLogger(os.Stderr, level)
+	logger := logging.New(os.Stderr, level)
 	err := app.NewCommand(app.ProcessDeps(logger, level)).ExecuteContext(ctx)
 	stop()
 	if err != nil {

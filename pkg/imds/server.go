@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
 
@@ -214,17 +215,10 @@ func (s *Server) logTokenError(r *http.Request, req *exchange.Request, err error
 	}
 	switch exchange.ReasonOf(err) {
 	case exchange.ReasonIdentityNotFound, exchange.ReasonInvalidResource:
-		warn(s.log, "token request refused", append(kv, "error", err.Error())...)
+		logging.Warn(s.log, "token request refused", append(kv, "error", err.Error())...)
 	default:
 		s.log.Error(err, "token request failed", kv...)
 	}
-}
-
-// warn logs at slog's warning level, which the webhook's default log level
-// ("" = warnings and errors) still shows. logr itself has no warning level;
-// its slog bridge carries one through.
-func warn(l logr.Logger, msg string, kv ...any) {
-	slog.New(logr.ToSlogHandler(l)).Warn(msg, kv...)
 }
 
 // serveInfo answers /metadata/identity/info locally with the pod's tenant
@@ -285,7 +279,7 @@ func (s *Server) passthroughHandler() http.Handler {
 			if errors.Is(err, context.DeadlineExceeded) {
 				rep = &replyUpstreamTimeout
 			}
-			warn(s.log, "passthrough to the instance metadata service failed",
+			logging.Warn(s.log, "passthrough to the instance metadata service failed",
 				"upstream", s.upstream.String(), "path", r.URL.Path, "error", err.Error())
 			writeReply(w, rep)
 		},

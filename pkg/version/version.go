@@ -4,6 +4,3 @@ package version
 // Version is the release version, set with
 // -ldflags "-X github.com/imds-proxy/imds-proxy/pkg/version.Version=v1.2.3".
 var Version = "dev"
-
-// UserAgent is the User-Agent the proxy sends upstream.
-func UserAgent() string { return "imds-proxy/" + Version }

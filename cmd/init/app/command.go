@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/iptables"
 	"github.com/imds-proxy/imds-proxy/pkg/version"
 )
@@ -105,13 +105,11 @@ Exit codes: 0 success, 1 an iptables step failed, 2 invalid configuration,
 	return cmd, o
 }
 
-// newLogger returns a JSON logger; level "debug" enables V(1) and below.
+// newLogger returns the JSON logger at a level named as internal/logging
+// names them (Validate has refused unknown names; they would mean info).
 func newLogger(w io.Writer, level string) logr.Logger {
-	lvl := slog.LevelInfo
-	if level == "debug" {
-		lvl = slog.Level(-4)
-	}
-	return logr.FromSlogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})).WithName("proxy-init")
+	lvl, _ := logging.ParseLevel(level)
+	return logging.New(w, lvl).WithName("proxy-init")
 }
 
 // Main runs proxy-init with args and returns the exit code. On failure it logs

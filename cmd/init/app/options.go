@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/iptables"
 )
 
@@ -42,7 +43,8 @@ type Options struct {
 	Cleanup bool
 	// TerminationLog is the file that receives a one-line failure reason.
 	TerminationLog string
-	// LogLevel is "info" or "debug".
+	// LogLevel is a level name of internal/logging: "", info, debug, trace
+	// or all.
 	LogLevel string
 	// LockWait is how many seconds iptables waits for the xtables lock.
 	LockWait int
@@ -86,7 +88,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Check, "check", false, "exit 0 only if the rules are in place exactly and our jump is first in OUTPUT; change nothing")
 	fs.BoolVar(&o.Cleanup, "cleanup", false, "remove our chains and our jump, and nothing else")
 	fs.StringVar(&o.TerminationLog, "termination-log", o.TerminationLog, "file that receives a one-line reason on failure, when it exists and is writable")
-	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log level: info, or debug to log every iptables step")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `log level: "" (warnings and errors), info, debug (every iptables step), trace or all`)
 	fs.IntVar(&o.LockWait, "lock-wait", o.LockWait, "seconds each iptables command waits for the xtables lock")
 }
 
@@ -153,10 +155,8 @@ func (o *Options) Validate() (iptables.Config, error) {
 	if n > 1 {
 		return cfg, fmt.Errorf("--dry-run, --check and --cleanup exclude each other; give at most one")
 	}
-	switch o.LogLevel {
-	case "info", "debug":
-	default:
-		return cfg, fmt.Errorf("invalid --log-level %q: want info or debug", o.LogLevel)
+	if _, known := logging.ParseLevel(o.LogLevel); !known {
+		return cfg, fmt.Errorf(`invalid --log-level %q: want "" (warnings and errors), info, debug (every iptables step), trace or all`, o.LogLevel)
 	}
 	if o.LockWait < 1 {
 		return cfg, fmt.Errorf("invalid --lock-wait %d: want at least 1 second", o.LockWait)

@@ -101,7 +101,7 @@ func TestOptionsInvalid(t *testing.T) {
 		{"ip multicast", nil, []string{"--metadata-ip=239.1.1.1"}, `invalid --metadata-ip "239.1.1.1": metadata IP 239.1.1.1 is not a unicast address`},
 		{"mode", nil, []string{"--iptables-mode=nftables"}, `invalid --iptables-mode "nftables": want auto, nft or legacy`},
 		{"two modes", nil, []string{"--check", "--cleanup"}, `--dry-run, --check and --cleanup exclude each other; give at most one`},
-		{"log level", nil, []string{"--log-level=trace"}, `invalid --log-level "trace": want info or debug`},
+		{"log level", nil, []string{"--log-level=verbose"}, `invalid --log-level "verbose": want "" (warnings and errors), info, debug (every iptables step), trace or all`},
 		{"lock wait", nil, []string{"--lock-wait=0"}, `invalid --lock-wait 0: want at least 1 second`},
 		{"positional argument", nil, []string{"apply"}, `unexpected argument "apply": proxy-init takes flags only`},
 		{"unknown flag", nil, []string{"--proxy-prot=1"}, `unknown flag: --proxy-prot`},

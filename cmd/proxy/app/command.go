@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/version"
 )
 
@@ -89,18 +90,18 @@ an older sidecar.`,
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log := deps.Logger
 		envErr := applyEnv(cmd.Flags(), envs, deps.LookupEnv)
-		level, known := ParseLogLevel(o.LogLevel)
+		level, known := logging.ParseLevel(o.LogLevel)
 		if deps.Level != nil {
 			deps.Level.Set(level)
 		}
 		if !known {
-			warn(log, "unknown --log-level, using info", "logLevel", o.LogLevel)
+			logging.Warn(log, "unknown --log-level, using info", "logLevel", o.LogLevel)
 		}
 		for _, f := range unknownFlags(cmd.Flags(), deps.Args) {
-			warn(log, "ignoring unknown flag", "flag", f)
+			logging.Warn(log, "ignoring unknown flag", "flag", f)
 		}
 		if len(args) > 0 {
-			warn(log, "ignoring positional arguments", "count", len(args))
+			logging.Warn(log, "ignoring positional arguments", "count", len(args))
 		}
 		if envErr != nil {
 			return envErr

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
 
@@ -49,7 +50,7 @@ func execute(t *testing.T, env map[string]string, args ...string) result {
 	var res result
 	deps := Deps{
 		Args:      args,
-		Logger:    NewLogger(&logs, lv),
+		Logger:    logging.New(&logs, lv),
 		Level:     lv,
 		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
 		Stdout:    &stdout,

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 )
 
@@ -55,7 +56,7 @@ func Probe(ctx context.Context, cfg *ProbeConfig, deps Deps) error {
 	if cfg.Strict {
 		return fmt.Errorf("warm-up failed (--probe-strict): %w", err)
 	}
-	warn(log, "warm-up failed; the proxy's log has the diagnosis", "resource", cfg.Resource, "error", err.Error())
+	logging.Warn(log, "warm-up failed; the proxy's log has the diagnosis", "resource", cfg.Resource, "error", err.Error())
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 )
 
@@ -74,7 +75,7 @@ func TestProbe(t *testing.T) {
 			t.Cleanup(hs.Close)
 			var logs syncBuffer
 			lv := new(slog.LevelVar)
-			deps := Deps{Logger: NewLogger(&logs, lv)}
+			deps := Deps{Logger: logging.New(&logs, lv)}
 			err := Probe(context.Background(), &ProbeConfig{BaseURL: hs.URL, ClientID: tt.clientID, Resource: "https://management.azure.com/", Strict: tt.strict}, deps)
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("Probe = %v", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 	"github.com/imds-proxy/imds-proxy/pkg/version"
@@ -178,11 +179,11 @@ func logStartup(cfg *Config, deps Deps, addr, metricsAddr string) {
 	// The default level ("") shows warnings only; say at least where we
 	// listen there too.
 	if ex.DefaultClientID == "" {
-		warn(log, "AZURE_CLIENT_ID is not set: requests that name no identity will get 400 Identity not found, and the --probe warm-up is skipped; requests with client_id still work",
+		logging.Warn(log, "AZURE_CLIENT_ID is not set: requests that name no identity will get 400 Identity not found, and the --probe warm-up is skipped; requests with client_id still work",
 			"listen", addr)
 	}
 	if uid := deps.Getuid(); uid != cfg.ExemptUID {
-		warn(log, fmt.Sprintf("the proxy runs as UID %d, but proxy-init exempts UID %d from the redirect to the proxy: "+
+		logging.Warn(log, fmt.Sprintf("the proxy runs as UID %d, but proxy-init exempts UID %d from the redirect to the proxy: "+
 			"a pod-level securityContext.runAsUser overrides the image's USER. Token requests still work, but requests "+
 			"the proxy forwards to the real IMDS (/metadata/instance and the other passthrough categories) are "+
 			"redirected back to it and answered 508. Remove the pod-level runAsUser or set runAsUser: %d on the proxy container",

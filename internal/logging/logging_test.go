@@ -1,4 +1,4 @@
-package app
+package logging
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-func TestParseLogLevel(t *testing.T) {
+func TestParseLevel(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		in    string
@@ -31,32 +31,32 @@ func TestParseLogLevel(t *testing.T) {
 		{strings.Repeat("a", 10000), slog.LevelInfo, false},
 	}
 	for _, tt := range tests {
-		level, known := ParseLogLevel(tt.in)
+		level, known := ParseLevel(tt.in)
 		if level != tt.level || known != tt.known {
-			t.Errorf("ParseLogLevel(%q) = %v, %v; want %v, %v", tt.in, level, known, tt.level, tt.known)
+			t.Errorf("ParseLevel(%q) = %v, %v; want %v, %v", tt.in, level, known, tt.level, tt.known)
 		}
 	}
 }
 
-func FuzzParseLogLevel(f *testing.F) {
+func FuzzParseLevel(f *testing.F) {
 	for _, s := range []string{"", "info", "debug", "trace", "all", "bogus"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		level, known := ParseLogLevel(s)
+		level, known := ParseLevel(s)
 		if !known && level != slog.LevelInfo {
 			t.Fatalf("unknown level %q maps to %v, not info", s, level)
 		}
 		switch level {
-		case slog.LevelWarn, slog.LevelInfo, levelDebug, levelTrace, levelAll:
+		case slog.LevelWarn, slog.LevelInfo, LevelDebug, LevelTrace, LevelAll:
 		default:
-			t.Fatalf("ParseLogLevel(%q) = %v", s, level)
+			t.Fatalf("ParseLevel(%q) = %v", s, level)
 		}
 	})
 }
 
-// TestNewLoggerLevels checks which lines each webhook level lets through.
-func TestNewLoggerLevels(t *testing.T) {
+// TestNewLevels checks which lines each webhook level lets through.
+func TestNewLevels(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		level string
@@ -71,14 +71,14 @@ func TestNewLoggerLevels(t *testing.T) {
 	for _, tt := range tests {
 		var buf bytes.Buffer
 		lv := new(slog.LevelVar)
-		l, _ := ParseLogLevel(tt.level)
+		l, _ := ParseLevel(tt.level)
 		lv.Set(l)
-		log := NewLogger(&buf, lv)
+		log := New(&buf, lv)
 		log.Info("i")
 		log.V(1).Info("v1")
 		log.V(2).Info("v2")
 		log.V(9).Info("v9")
-		warn(log, "w")
+		Warn(log, "w")
 		log.Error(errors.New("boom"), "e")
 		var got []string
 		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
