@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -133,6 +134,11 @@ func testWebhookPod(t *testing.T, b *nodeBed) {
 	}
 	if p.Status.Phase != corev1.PodRunning || !podCondition(&p, corev1.PodReady) || !podCondition(&p, corev1.PodInitialized) {
 		t.Errorf("pod %s, conditions %+v; want Running, Initialized and Ready", p.Status.Phase, p.Status.Conditions)
+	}
+	// Its own network namespace, made by CNI: an address on the node's
+	// bridge.
+	if ip, err := netip.ParseAddr(p.Status.PodIP); err != nil || !kubenode.DefaultPodSubnet.Contains(ip) || ip == b.node.Gateway {
+		t.Errorf("pod IP %q, want one of %s besides the gateway %s", p.Status.PodIP, kubenode.DefaultPodSubnet, b.node.Gateway)
 	}
 
 	// Order, from the runtime's own timestamps on each line: the probe's
