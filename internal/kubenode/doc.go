@@ -13,9 +13,10 @@
 //	  cni0  bridge, Gateway/24 (169.254.200.1 by default)
 //	    veth ── pod network namespace (made by containerd through CNI):
 //	            eth0 169.254.200.x, default route via the gateway
-//	  containerd   ─┐ one private mount namespace: tmpfs over /run, /var/lib
-//	  kubelet       │ and /var/log; config, state, sockets, the kubelet's
-//	  runc shims   ─┘ root and the pods' logs under Dir
+//	  containerd   ─┐ one private mount namespace: tmpfs over /run, /var/lib,
+//	  kubelet       │ /var/log and containerd's root (images, snapshots);
+//	  runc shims   ─┘ config, state, sockets, the kubelet's root and the
+//	                  pods' logs under Dir
 //
 //	cgroup /imdsp-<pid>-node-<n> in every hierarchy: the kubelet's
 //	cgroupRoot, so every pod and container of the node lives below it.
