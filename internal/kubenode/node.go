@@ -330,15 +330,6 @@ func (n *Node) ImportImage(ctx context.Context, archive string) error {
 	return nil
 }
 
-// Images lists the image references in containerd's k8s.io namespace.
-func (n *Node) Images(ctx context.Context) ([]string, error) {
-	out, err := exec.CommandContext(ctx, ctrBin, "--address", n.l.Socket, "-n", "k8s.io", "images", "list", "--quiet").Output()
-	if err != nil {
-		return nil, fmt.Errorf("ctr images list: %w", err)
-	}
-	return strings.Fields(string(out)), nil
-}
-
 // WriteStaticPod writes a static pod manifest for the kubelet, atomically
 // (the kubelet watches the directory and must never read half a file).
 func (n *Node) WriteStaticPod(name string, manifest []byte) error {
@@ -353,16 +344,6 @@ func (n *Node) WriteStaticPod(name string, manifest []byte) error {
 		return errors.Join(err, os.Remove(tmp.Name()))
 	}
 	return os.Rename(tmp.Name(), filepath.Join(n.l.ManifestsDir, name+".yaml"))
-}
-
-// RemoveStaticPod removes a static pod manifest; the kubelet then stops
-// the pod.
-func (n *Node) RemoveStaticPod(name string) error {
-	err := os.Remove(filepath.Join(n.l.ManifestsDir, name+".yaml"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
 }
 
 // Pids returns the pids of containerd and the kubelet (0 when not
