@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X github.com/imds-proxy/imds-proxy/pkg/version.Version=$(VERSI
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$(PATH)" KEEP=$(KEEP))
 
-.PHONY: all build deps test unit e2e sandbox bench images images-local fmt vet clean
+.PHONY: all build deps kubebin test test-k8s unit e2e sandbox bench images images-local fmt vet clean
 
 all: build
 
@@ -24,10 +24,22 @@ build:
 deps:
 	$(ROOT) ./hack/install-deps.sh
 
+## kubebin: kube-apiserver, kube-controller-manager and kubelet built from k8s.io/kubernetes
+## (test/kubebin) into a cache outside the repository, keyed by version
+## (/var/cache/imds-proxy, or $IMDS_PROXY_CACHE). Cold: minutes; warm: instant.
+kubebin: deps
+	$(ROOT) ./test/kubebin/build.sh >/dev/null
+
 ## test: formatting, vet, and every test with the race detector, as root:
-## unit, real-kernel iptables, e2e with real SDK clients, the podman pod run.
-test: deps fmt vet
+## unit, real-kernel iptables, e2e with real SDK clients, the podman pod run,
+## the tests against a real kube-apiserver.
+test: deps fmt vet kubebin
 	$(ROOT) $(GO) test -race -count=1 -timeout 25m ./...
+
+## test-k8s: only the tests against a real kube-apiserver and etcd, and on
+## a real kubelet node with containerd (root).
+test-k8s: deps kubebin
+	$(ROOT) $(GO) test -race -count=1 -timeout 20m -v ./internal/kubeenv/... ./internal/kubenode/... ./test/k8s/...
 
 ## unit: the fast subset; needs no root (root-only tests skip and say so).
 unit:

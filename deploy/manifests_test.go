@@ -19,7 +19,14 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// The webhook's names and paths (azure-workload-identity v1.6, SPEC §2).
+// The webhook's container names (the same in v1.4 to v1.6), and the token
+// layout the hand-written manifests use: webhook v1.5's (volume
+// azure-identity-token at /var/run/secrets/azure/tokens, see
+// https://github.com/Azure/azure-workload-identity/blob/v1.5.1/pkg/webhook/consts.go),
+// not v1.6's (azure-workload-identity-reserved-<hash> at
+// /var/run/secrets/azure/wi), because webhook v1.6 mounts its own volume at
+// that path into every container of a labelled pod; test/k8s has the API
+// server refuse the collision.
 const (
 	proxyName      = "azwi-proxy"
 	initName       = "azwi-proxy-init"
@@ -232,6 +239,70 @@ func TestWebhookValues(t *testing.T) {
 	}
 }
 
+// shellCommands returns the shell commands shown in a file: lines of
+// fenced or comment blocks, with "#" comment markers stripped and "\"
+// continuations joined.
+func shellCommands(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []string
+	var cur strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "#"))
+		if strings.HasSuffix(line, `\`) {
+			cur.WriteString(strings.TrimSuffix(line, `\`) + " ")
+			continue
+		}
+		cur.WriteString(line)
+		cmds = append(cmds, strings.Join(strings.Fields(cur.String()), " "))
+		cur.Reset()
+	}
+	return cmds
+}
+
+// TestHelmCommandsPinVersions: every Helm install in the docs pins the
+// chart with --version; those passing webhook/values.yaml pin chart 1.6.0
+// or later (older charts have no extraEnv and would ignore it silently);
+// and for webhooks v1.4-v1.5 the README sets the images on the webhook's
+// Deployment with kubectl set env, naming the images values.yaml names.
+func TestHelmCommandsPinVersions(t *testing.T) {
+	proxy, init := valuesImage(t, "PROXY_IMAGE"), valuesImage(t, "PROXY_INIT_IMAGE")
+	version := regexp.MustCompile(`--version (\d+)\.(\d+)\.(\d+)\b`)
+	var helm int
+	setEnv := false
+	for _, path := range []string{"README.md", "webhook/values.yaml", "../README.md"} {
+		for _, cmd := range shellCommands(t, path) {
+			if strings.Contains(cmd, "kubectl") && strings.Contains(cmd, "set env deployment/azure-wi-webhook-controller-manager") &&
+				strings.Contains(cmd, "PROXY_IMAGE="+proxy) && strings.Contains(cmd, "PROXY_INIT_IMAGE="+init) {
+				setEnv = true
+			}
+			if !regexp.MustCompile(`^helm (upgrade|install)\b`).MatchString(cmd) {
+				continue
+			}
+			helm++
+			m := version.FindStringSubmatch(cmd)
+			if m == nil {
+				t.Errorf("%s: helm command without --version: %s", path, cmd)
+				continue
+			}
+			major, _ := strconv.Atoi(m[1])
+			minor, _ := strconv.Atoi(m[2])
+			if strings.Contains(cmd, "webhook/values.yaml") && (major < 1 || major == 1 && minor < 6) {
+				t.Errorf("%s: chart %s.%s has no extraEnv, so webhook/values.yaml would be ignored: %s", path, m[1], m[2], cmd)
+			}
+		}
+	}
+	if helm < 2 {
+		t.Errorf("found %d helm commands, want the v1.6 and the v1.4-v1.5 installs", helm)
+	}
+	if !setEnv {
+		t.Errorf("README.md lacks kubectl set env deployment/azure-wi-webhook-controller-manager PROXY_IMAGE=%s PROXY_INIT_IMAGE=%s", proxy, init)
+	}
+}
+
 func env(c corev1.Container) map[string]string {
 	m := map[string]string{}
 	for _, e := range c.Env {
@@ -371,8 +442,8 @@ func (k contract) checkInit(t *testing.T, where string, c corev1.Container) {
 	}
 }
 
-// initDefaultUID is proxy-init's PROXY_UID default (SPEC §5);
-// TestBinaryDefaults checks it against cmd/init.
+// initDefaultUID is proxy-init's PROXY_UID default; TestBinaryDefaults
+// checks it against cmd/init.
 const initDefaultUID = "1501"
 
 // checkApp asserts a container that is not ours: no NET_ADMIN, not

@@ -284,6 +284,33 @@ func TestBinaryProbe(t *testing.T) {
 	}
 }
 
+// TestBinarySingleDashOptions runs the sidecar and its postStart hook as a
+// manifest written for the upstream proxy (Go's flag package) has them.
+func TestBinarySingleDashOptions(t *testing.T) {
+	t.Parallel()
+	p := start(t, serverEnv(t), "-proxy-port=0", "-log-level", "info", "-shutdown-delay=0s", "-from-a-newer-webhook=1")
+	addr := p.listenAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	if port == "8000" {
+		t.Errorf("listening on %s: -proxy-port=0 was not read", addr)
+	}
+	out, err := exec.Command(binary(t), "-proxy-port="+port, "-probe", "-log-level=info").CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "skipping the warm-up") {
+		t.Errorf("probe output: %s", out)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code = %d", code)
+	}
+	log := strings.Join(p.logLines(), "\n")
+	if !strings.Contains(log, `"msg":"ignoring unknown flag","flag":"-from-a-newer-webhook"`) {
+		t.Errorf("log lacks the unknown option:\n%s", log)
+	}
+}
+
 func TestBinaryConfigErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

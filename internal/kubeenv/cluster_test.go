@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,6 +163,9 @@ func TestStandaloneCluster(t *testing.T) {
 	if len(pids) != 2 {
 		t.Fatalf("PIDs %v, want etcd and kube-apiserver", pids)
 	}
+	for name, pid := range pids {
+		t.Logf("%s: %s", name, memory(pid))
+	}
 	start := time.Now()
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -180,4 +184,23 @@ func TestStandaloneCluster(t *testing.T) {
 	if !strings.HasPrefix(c.Netns, "imdsp-") || !strings.HasPrefix(filepath.Base(c.Dir), "imdsp-") {
 		t.Errorf("netns %s / dir %s not named for podenv.CleanStale", c.Netns, c.Dir)
 	}
+}
+
+// memory reports a process's resident set size now and at its peak, from
+// /proc (figures for the log, not assertions).
+func memory(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return err.Error()
+	}
+	var rss, hwm string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rss = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			hwm = strings.TrimSpace(v)
+		}
+	}
+	return "RSS " + rss + ", peak " + hwm
 }

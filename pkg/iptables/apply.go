@@ -217,14 +217,24 @@ func findJumps(rules []string, rs Ruleset) ([]jump, error) {
 // isOurs reports whether a rule, split into arguments, jumps or goes to one of
 // rs's chains or carries our comment.
 func isOurs(args []string, rs Ruleset) bool {
+	if jumpsInto(args, rs) {
+		return true
+	}
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--comment" && strings.HasPrefix(args[i+1], CommentPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// jumpsInto reports whether a rule, split into arguments, jumps or goes to
+// one of rs's chains.
+func jumpsInto(args []string, rs Ruleset) bool {
 	for i := 0; i+1 < len(args); i++ {
 		switch args[i] {
 		case "-j", "-g", "--jump", "--goto":
 			if rs.Owns(args[i+1]) {
-				return true
-			}
-		case "--comment":
-			if strings.HasPrefix(args[i+1], CommentPrefix) {
 				return true
 			}
 		}

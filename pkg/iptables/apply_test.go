@@ -268,3 +268,64 @@ func TestCleanupFailsClosed(t *testing.T) {
 		}
 	}
 }
+
+// previousRelease is the ruleset of releases that let the proxy's UID
+// leave our chain with RETURN instead of ACCEPT.
+func previousRelease(rs Ruleset) Ruleset {
+	prev := rs
+	prev.Rules = slices.Clone(rs.Rules)
+	prev.Rules[0].Target = []string{"-j", "RETURN"}
+	return prev
+}
+
+func TestPreviousReleaseIsDriftAndReplaced(t *testing.T) {
+	rs := Plan(defaultConfig())
+	fresh := newFake()
+	if err := Apply(testr.New(t), fresh, rs); err != nil {
+		t.Fatal(err)
+	}
+	f := newFake()
+	f.chains["OUTPUT"] = []string{meshRule}
+	before := f.dump()
+	if err := Apply(testr.New(t), f, previousRelease(rs)); err != nil {
+		t.Fatal(err)
+	}
+
+	err := Check(f, rs)
+	var drift *DriftError
+	if !errors.As(err, &drift) {
+		t.Fatalf("Check() = %v, want a *DriftError", err)
+	}
+	const uidRule = `-A IMDS_PROXY_OUTPUT -m owner --uid-owner 1501 -m comment --comment "imds-proxy: proxy UID 1501 reaches the real metadata service"`
+	want := []string{"rule 1 of chain IMDS_PROXY_OUTPUT is [" + uidRule + " -j RETURN], want [" + uidRule + " -j ACCEPT]"}
+	if !slices.Equal(drift.Problems, want) {
+		t.Errorf("problems:\n%q\nwant:\n%q", drift.Problems, want)
+	}
+
+	// A rerun of the new release replaces it.
+	if err := Apply(testr.New(t), f, rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.chains[OutputChain]; !slices.Equal(got, fresh.chains[OutputChain]) {
+		t.Errorf("%s after the rerun = %q, want %q", OutputChain, got, fresh.chains[OutputChain])
+	}
+	if got := f.chains["OUTPUT"]; !slices.Equal(got, []string{rs.Jump.String(), meshRule}) {
+		t.Errorf("OUTPUT after the rerun = %q", got)
+	}
+	if err := Check(f, rs); err != nil {
+		t.Errorf("Check() after the rerun = %v", err)
+	}
+
+	// --cleanup of the new release removes the old ruleset too.
+	g := newFake()
+	g.chains["OUTPUT"] = []string{meshRule}
+	if err := Apply(testr.New(t), g, previousRelease(rs)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Cleanup(testr.New(t), g, rs); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.dump(); got != before {
+		t.Errorf("after cleanup:\n%s\nwant:\n%s", got, before)
+	}
+}

@@ -13,8 +13,8 @@ const (
 	BuiltinChain = "OUTPUT"
 	// ChainPrefix starts the name of every chain this package owns.
 	ChainPrefix = "IMDS_PROXY_"
-	// OutputChain receives metadata traffic from BuiltinChain and lets the
-	// proxy's own traffic through.
+	// OutputChain receives metadata traffic from BuiltinChain and accepts
+	// the proxy's own traffic, so nat leaves it alone.
 	OutputChain = ChainPrefix + "OUTPUT"
 	// RedirectChain redirects what OutputChain hands it to the proxy.
 	RedirectChain = ChainPrefix + "REDIRECT"
@@ -38,10 +38,16 @@ func Plan(c Config) Ruleset {
 		Chains: []string{OutputChain, RedirectChain},
 		Rules: []Rule{
 			{
+				// ACCEPT, not RETURN: ACCEPT ends the nat table's
+				// traversal for the connection, so it keeps its real
+				// destination. RETURN would resume OUTPUT after our jump,
+				// where a service mesh's catch-all capture (appended by
+				// istio-init or linkerd's proxy-init) would take the
+				// proxy's own connection to the metadata service.
 				Chain:   OutputChain,
 				Match:   []string{"-m", "owner", "--uid-owner", strconv.Itoa(c.ProxyUID)},
 				Purpose: "proxy UID " + strconv.Itoa(c.ProxyUID) + " reaches the real metadata service",
-				Target:  []string{"-j", "RETURN"},
+				Target:  []string{"-j", "ACCEPT"},
 			},
 			{
 				Chain:   OutputChain,

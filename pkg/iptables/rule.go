@@ -20,7 +20,7 @@ type Rule struct {
 	// Purpose says why the rule exists; it becomes the rule's comment after
 	// CommentPrefix.
 	Purpose string
-	// Target holds the target arguments, for example "-j", "RETURN".
+	// Target holds the target arguments, for example "-j", "ACCEPT".
 	Target []string
 }
 
@@ -35,7 +35,7 @@ func (r Rule) Spec() []string {
 
 // String renders the rule the way iptables -S and iptables-save print it,
 // for example `-A IMDS_PROXY_OUTPUT -m owner --uid-owner 1501 -m comment
-// --comment "imds-proxy: ..." -j RETURN`.
+// --comment "imds-proxy: ..." -j ACCEPT`.
 func (r Rule) String() string {
 	var b strings.Builder
 	b.WriteString("-A ")

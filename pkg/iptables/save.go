@@ -113,3 +113,33 @@ func (rs Ruleset) FoundIn(save string) bool {
 	}
 	return false
 }
+
+// ForeignJumps returns the rules of the nat table in an iptables-save dump
+// that jump or go to one of rs's chains from a chain that is neither ours
+// nor BuiltinChain (whose jumps into our chains Apply and Cleanup treat as
+// ours and replace). Such a rule keeps our chain from being deleted, and one
+// in a chain reached from another hook (POSTROUTING, say) makes the kernel
+// refuse our REDIRECT rule; the caller names them when a step fails.
+func (rs Ruleset) ForeignJumps(save string) []string {
+	var (
+		out   []string
+		inNat bool
+	)
+	for _, line := range strings.Split(save, "\n") {
+		line = strings.TrimRight(line, "\r")
+		switch {
+		case strings.HasPrefix(line, "*"):
+			inNat = line == "*"+Table
+		case !inNat || !strings.HasPrefix(line, "-A "):
+		default:
+			args, err := splitRule(line)
+			if err != nil || len(args) < 2 || args[1] == BuiltinChain || rs.Owns(args[1]) {
+				continue
+			}
+			if jumpsInto(args, rs) {
+				out = append(out, line)
+			}
+		}
+	}
+	return out
+}

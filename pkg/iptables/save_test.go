@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -183,4 +184,54 @@ func TestFoundIn(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestForeignJumps(t *testing.T) {
+	rs := Plan(defaultConfig())
+	ours := "*nat\n:IMDS_PROXY_OUTPUT - [0:0]\n:IMDS_PROXY_REDIRECT - [0:0]\n" + rs.Jump.String() + "\n" +
+		rs.Rules[0].String() + "\n" + rs.Rules[1].String() + "\n" + rs.Rules[2].String() + "\n"
+	tests := []struct {
+		name string
+		save string
+		want []string
+	}{
+		{"empty", "", nil},
+		{"ours only", ours + "COMMIT\n", nil},
+		{"a mesh", meshNat, nil},
+		{"another jump from OUTPUT is ours to replace", ours + "-A OUTPUT -p udp -j IMDS_PROXY_OUTPUT\nCOMMIT\n", nil},
+		{"from POSTROUTING", ours + "-A POSTROUTING -p tcp -j IMDS_PROXY_REDIRECT\nCOMMIT\n",
+			[]string{"-A POSTROUTING -p tcp -j IMDS_PROXY_REDIRECT"}},
+		{"from a chain of others, by goto, with CRLF", "*nat\r\n:OTHER - [0:0]\r\n-A OTHER -g IMDS_PROXY_OUTPUT\r\n-A OTHER --jump IMDS_PROXY_REDIRECT\r\nCOMMIT\r\n",
+			[]string{"-A OTHER -g IMDS_PROXY_OUTPUT", "-A OTHER --jump IMDS_PROXY_REDIRECT"}},
+		{"into a lookalike chain", "*nat\n-A OTHER -j IMDS_PROXY_OUTPUTX\nCOMMIT\n", nil},
+		{"our comment does not make it a jump", "*nat\n-A OTHER -m comment --comment \"imds-proxy: x\" -j RETURN\nCOMMIT\n", nil},
+		{"in another table", "*filter\n-A FORWARD -j IMDS_PROXY_OUTPUT\nCOMMIT\n", nil},
+		{"unbalanced quotes are skipped", "*nat\n-A OTHER -m comment --comment \"x -j IMDS_PROXY_OUTPUT\nCOMMIT\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rs.ForeignJumps(tt.save); !slices.Equal(got, tt.want) {
+				t.Errorf("ForeignJumps() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzForeignJumps(f *testing.F) {
+	rs := Plan(defaultConfig())
+	f.Add(meshNat)
+	f.Add("*nat\n-A POSTROUTING -p tcp -j IMDS_PROXY_REDIRECT\n" + rs.Jump.String() + "\nCOMMIT\n")
+	f.Add("*nat\n-A OTHER -g IMDS_PROXY_OUTPUT \"\nCOMMIT\n")
+	f.Fuzz(func(t *testing.T, save string) {
+		in := map[string]bool{}
+		for _, l := range strings.Split(save, "\n") {
+			in[strings.TrimRight(l, "\r")] = true
+		}
+		for _, l := range rs.ForeignJumps(save) {
+			args, err := splitRule(l)
+			if !in[l] || err != nil || len(args) < 2 || args[1] == BuiltinChain || rs.Owns(args[1]) || !jumpsInto(args, rs) {
+				t.Fatalf("ForeignJumps(%q) returned %q", save, l)
+			}
+		}
+	})
 }

@@ -338,6 +338,52 @@ func TestInstanceMetadataPassthrough(t *testing.T) {
 	wantTotalCalls(t, env, 0)
 }
 
+// TestMeshCatchAllAfterInit: istio-init and linkerd's proxy-init append a
+// rule to nat OUTPUT that sends all outgoing TCP to the mesh proxy. Behind
+// proxy-init's jump it takes neither the app's metadata traffic, which still
+// reaches our proxy, nor the proxy's own connection to the node's metadata
+// service, which our rules accept for UID 1501. Nothing listens on the mesh
+// port: a captured connection would fail the request.
+func TestMeshCatchAllAfterInit(t *testing.T) {
+	t.Parallel()
+	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID})
+	want := wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant}
+	// A token while the proxy can still reach Entra: the catch-all takes
+	// the proxy's other traffic too, as a mesh would (its own proxy would
+	// carry it on).
+	cached := checkToken(t, curlIMDS(t, env, tokenPath(vault)), want)
+	// No passthrough yet, so the proxy holds no connection to the node's
+	// metadata service: the next one is new, and goes through nat.
+	if got := env.IMDSRequests(); len(got) != 0 {
+		t.Fatalf("the node's IMDS received %d requests before the mesh rule, want none", len(got))
+	}
+	podenvtest.Output(t, env.PodCommand(context.Background(), 0, nil,
+		"iptables-nft", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"))
+	output := podenvtest.Output(t, env.PodCommand(context.Background(), 0, nil, "iptables-nft", "-t", "nat", "-S", "OUTPUT"))
+	if rules := strings.Split(strings.TrimSpace(output), "\n"); len(rules) != 3 || !strings.HasSuffix(rules[1], "-j IMDS_PROXY_OUTPUT") ||
+		rules[2] != "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001" {
+		t.Fatalf("nat OUTPUT = %q, want our jump, then the catch-all", rules)
+	}
+
+	const path = "/metadata/instance?api-version=2021-02-01"
+	r := curlIMDS(t, env, path)
+	if r.StatusLine != "HTTP/1.1 200 OK" || r.Body != podenv.InstanceMetadataBody {
+		t.Errorf("passthrough behind the catch-all: got %q %q, want 200 and the node's body", r.StatusLine, r.Body)
+	}
+	reqs := env.IMDSRequests()
+	if len(reqs) != 1 || reqs[0].RequestURI != path || reqs[0].Header.Get("X-Imds-Proxy-Hop") == "" {
+		t.Errorf("the node's IMDS received %+v, want the proxy's request for %s with the hop marker", reqs, path)
+	}
+	// The app is still redirected to the proxy, which answers from its cache.
+	if got := checkToken(t, curlIMDS(t, env, tokenPath(vault)), want); got != cached {
+		t.Error("the token behind the catch-all is not the cached one")
+	}
+	wantCalls(t, env, podenv.DefaultClientID, vault, 1)
+	if err := env.RunInit(context.Background(), "--check"); err != nil {
+		t.Errorf("proxy-init --check with a catch-all after our jump: %v", err)
+	}
+}
+
 // TestLoopGuard: a pod-level runAsUser runs the proxy as a UID the rules do
 // not exempt, so its passthrough request comes back to itself; it answers
 // 508 and explains, and nothing reaches the node.

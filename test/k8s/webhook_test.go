@@ -1,13 +1,22 @@
 package k8s
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/imds-proxy/imds-proxy/internal/kubeenv"
 )
 
 // What the azure-workload-identity mutating webhook v1.6.0 does to a pod
@@ -212,4 +221,152 @@ func injectProxySidecar(cs []corev1.Container, port int32, restart *corev1.Conta
 		},
 		RestartPolicy: restart,
 	}}, cs...)
+}
+
+func TestV16VolumeName(t *testing.T) {
+	// Expected values from `printf %s NAME | sha256sum | cut -c1-30`.
+	cases := []struct {
+		pod  corev1.Pod
+		want string
+	}{
+		{corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "legacy-app-manual"}}, "azure-workload-identity-reserved-5fc031b698851fcdad82b5cfdadbc1"},
+		{corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "legacy-task-"}}, "azure-workload-identity-reserved-4e195087c259e2ac8acd5879e92d1b"},
+	}
+	for _, tc := range cases {
+		if got := v16VolumeName(&tc.pod); got != tc.want || len(got) != 63 {
+			t.Errorf("v16VolumeName(%q, %q) = %q, want %q (63 characters)", tc.pod.Name, tc.pod.GenerateName, got, tc.want)
+		}
+	}
+}
+
+// webhookCase is a pod as it reaches the webhook: a manifest's pod, or a
+// controller's pod from a template (generateName, no name yet).
+type webhookCase struct {
+	file      string
+	manual    bool   // hand-written azwi containers (path B)
+	tokenFile string // AZURE_FEDERATED_TOKEN_FILE azwi-proxy must end up with
+}
+
+// podFor returns the pod a deploy/ manifest makes, as the webhook sees it.
+func podFor(t *testing.T, file string, data []byte) *corev1.Pod {
+	t.Helper()
+	var head struct {
+		Kind string `json:"kind"`
+	}
+	if err := yaml.Unmarshal(data, &head); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}}
+	var tpl corev1.PodTemplateSpec
+	var name string
+	switch head.Kind {
+	case "Pod":
+		if err := yaml.UnmarshalStrict(data, pod); err != nil {
+			t.Fatalf("deploy/%s: %v", file, err)
+		}
+		return pod
+	case "Deployment":
+		var d appsv1.Deployment
+		if err := yaml.UnmarshalStrict(data, &d); err != nil {
+			t.Fatalf("deploy/%s: %v", file, err)
+		}
+		tpl, name = d.Spec.Template, d.Name+"-5d8f7c9b6-"
+	case "Job":
+		var j batchv1.Job
+		if err := yaml.UnmarshalStrict(data, &j); err != nil {
+			t.Fatalf("deploy/%s: %v", file, err)
+		}
+		tpl, name = j.Spec.Template, j.Name+"-"
+	default:
+		t.Fatalf("deploy/%s: kind %s makes no pod", file, head.Kind)
+	}
+	pod.ObjectMeta, pod.Spec = tpl.ObjectMeta, tpl.Spec
+	pod.GenerateName = name
+	return pod
+}
+
+// checkWebhookV16Pods has the API server judge what webhook v1.6,
+// configured with deploy/webhook/values.yaml, makes of every deploy/
+// manifest that yields a pod labelled for it, and asserts what it adds:
+// its own token volume, mounted into every container at
+// /var/run/secrets/azure/wi, and the AZURE_* variables where a container
+// does not set them. The hand-written manifests keep their own token (the
+// v1.5 layout) for azwi-proxy; moved to v1.6's mount path it would
+// collide with the webhook's volume, which the API server refuses.
+func checkWebhookV16Pods(t *testing.T, c *kubeenv.Cluster, ns string) {
+	sa := serviceAccount(t)
+	cfg := shippedWebhookConfig(t, "cluster-tenant-is-not-used")
+	cases := []webhookCase{
+		{"examples/deployment.yaml", false, v16TokenFile},
+		{"examples/job.yaml", true, v15TokenFile},
+		{"examples/pod-manual.yaml", true, v15TokenFile},
+		{"examples/pod-native-sidecar.yaml", true, v15TokenFile},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			pod := podFor(t, tc.file, readDeploy(t, tc.file))
+			volume := v16VolumeName(pod)
+			if err := mutateV16(pod, sa, cfg); err != nil {
+				t.Fatal(err)
+			}
+			var stored corev1.Pod
+			warnings, err := c.DryRun(context.Background(), ns, pod, &stored)
+			if err != nil {
+				t.Fatalf("the webhook's pod refused: %v", err)
+			}
+			if len(warnings) != 0 {
+				t.Errorf("API server warnings %q", warnings)
+			}
+			i := slices.IndexFunc(stored.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == volume })
+			if i < 0 {
+				t.Fatalf("no volume %s among %+v", volume, stored.Spec.Volumes)
+			}
+			if src := stored.Spec.Volumes[i].Projected.Sources[0].ServiceAccountToken; src.Path != v16TokenPath || *src.ExpirationSeconds != 3600 || src.Audience != tokenAudience {
+				t.Errorf("webhook volume source %+v", src)
+			}
+			var names []string
+			for _, ctr := range append(slices.Clone(stored.Spec.InitContainers), stored.Spec.Containers...) {
+				names = append(names, ctr.Name)
+				want := corev1.VolumeMount{Name: volume, MountPath: v16MountPath, ReadOnly: true}
+				if !slices.Contains(ctr.VolumeMounts, want) {
+					t.Errorf("%s: no mount %+v among %+v", ctr.Name, want, ctr.VolumeMounts)
+				}
+				env := map[string]string{}
+				for _, e := range ctr.Env {
+					env[e.Name] = e.Value
+				}
+				wantFile := v16TokenFile
+				if ctr.Name == "azwi-proxy" {
+					wantFile = tc.tokenFile
+				}
+				if env["AZURE_FEDERATED_TOKEN_FILE"] != wantFile || env["AZURE_CLIENT_ID"] != sa.Annotations[clientIDAnnotation] ||
+					env["AZURE_TENANT_ID"] != sa.Annotations[tenantIDAnnotation] || env["AZURE_AUTHORITY_HOST"] != cfg.authorityHost {
+					t.Errorf("%s: AZURE_* env %v, want the service account's identity and token file %s", ctr.Name, env, wantFile)
+				}
+			}
+			if !tc.manual {
+				if len(stored.Spec.InitContainers) != 2 || stored.Spec.InitContainers[0].Name != "azwi-proxy" || stored.Spec.InitContainers[1].Name != "azwi-proxy-init" ||
+					stored.Spec.InitContainers[0].RestartPolicy == nil || *stored.Spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+					t.Errorf("injected init containers %v: want the native sidecar azwi-proxy, then azwi-proxy-init", names)
+				}
+			}
+		})
+	}
+	t.Run("own token volume at the v1.6 mount path", func(t *testing.T) {
+		manual := string(readDeploy(t, "examples/pod-manual.yaml"))
+		moved := strings.ReplaceAll(manual, v15MountPath, v16MountPath)
+		if moved == manual {
+			t.Fatalf("pod-manual.yaml does not mount %s", v15MountPath)
+		}
+		pod := podFor(t, "examples/pod-manual.yaml (moved)", []byte(moved))
+		if err := mutateV16(pod, sa, cfg); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.DryRun(context.Background(), ns, pod, nil)
+		var apiErr *kubeenv.APIError
+		want := `spec.containers[0].volumeMounts[1].mountPath: Invalid value: "` + v16MountPath + `": must be unique`
+		if !errors.As(err, &apiErr) || apiErr.Code != 422 || !strings.Contains(apiErr.Message, want) {
+			t.Errorf("got %v, want 422 with %q", err, want)
+		}
+	})
 }

@@ -23,10 +23,23 @@ root=${IMDS_PROXY_CACHE:-/var/cache/imds-proxy}
 dir=$root/kubernetes/$version-$key
 
 bins=(kube-apiserver kube-controller-manager kubelet)
-missing=0
-for b in "${bins[@]}"; do [[ -x $dir/$b ]] || missing=1; done
-if ((missing)); then
+built() {
+	local b
+	for b in "${bins[@]}"; do [[ -x $dir/$b ]] || return 1; done
+}
+
+if ! built; then
 	mkdir -p "$root/kubernetes"
+	# One build at a time: test packages running in parallel (and make
+	# kubebin) may all ask for the binaries; the others wait here and then
+	# find them built.
+	exec 9>"$root/kubernetes/.lock"
+	flock -n 9 || {
+		echo "kubebin: waiting for another build of the Kubernetes binaries" >&2
+		flock 9
+	}
+fi
+if ! built; then
 	tmp=$(mktemp -d "$dir.tmp.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
 	# Without these the binaries report v0.0.0-master and clients refuse

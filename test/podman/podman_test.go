@@ -624,7 +624,7 @@ func checkRules(t *testing.T, out string) {
 		t.Errorf("first OUTPUT rule %q, want the jump for 169.254.169.254:80 to IMDS_PROXY_OUTPUT:\n%s", first, out)
 	}
 	for _, re := range []string{
-		`(?m)^-A IMDS_PROXY_OUTPUT -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j RETURN$`,
+		`(?m)^-A IMDS_PROXY_OUTPUT -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j ACCEPT$`,
 		`(?m)^-A IMDS_PROXY_REDIRECT -p tcp .*-j REDIRECT --to-ports ` + ie["PROXY_PORT"] + `$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {

@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 
+	"github.com/imds-proxy/imds-proxy/internal/cli"
 	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/iptables"
 	"github.com/imds-proxy/imds-proxy/pkg/version"
@@ -62,10 +63,11 @@ func ExitCode(err error) int {
 // RunFunc does the work of the command once the options are valid.
 type RunFunc func(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer, log logr.Logger) error
 
-// NewCommand builds the proxy-init command around run. lookupEnv supplies
-// environment variables (os.LookupEnv in production). The logger is built
-// here, writing JSON to the command's error stream.
-func NewCommand(lookupEnv func(string) (string, bool), run RunFunc) (*cobra.Command, *Options) {
+// NewCommand builds the proxy-init command around run, with args (the
+// command line without the program name) as its arguments. lookupEnv
+// supplies environment variables (os.LookupEnv in production). The logger
+// is built here, writing JSON to the command's error stream.
+func NewCommand(args []string, lookupEnv func(string) (string, bool), run RunFunc) (*cobra.Command, *Options) {
 	o := NewOptions()
 	cmd := &cobra.Command{
 		Use:   "proxy-init",
@@ -74,7 +76,8 @@ func NewCommand(lookupEnv func(string) (string, bool), run RunFunc) (*cobra.Comm
 namespace so that TCP connections to METADATA_IP:METADATA_PORT reach the proxy
 sidecar on 127.0.0.1:PROXY_PORT, except connections made by PROXY_UID, which
 reach the real metadata service. Run without arguments it applies the rules;
-running it again leaves the ruleset unchanged.
+running it again leaves the ruleset unchanged. Options take one dash or two
+(-proxy-port=8000, --proxy-port 8000), as Go's flag package reads them.
 
 Exit codes: 0 success, 1 an iptables step failed, 2 invalid configuration,
 3 --check found the rules not in place.`,
@@ -87,21 +90,24 @@ Exit codes: 0 success, 1 an iptables step failed, 2 invalid configuration,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.ApplyEnv(cmd.Flags(), lookupEnv); err != nil {
-				return withCode(ExitInvalidConfig, err)
-			}
-			cfg, err := o.Validate()
-			if err != nil {
-				return withCode(ExitInvalidConfig, err)
-			}
-			return run(cmd.Context(), o, cfg, cmd.OutOrStdout(), newLogger(cmd.ErrOrStderr(), o.LogLevel))
-		},
+	}
+	env := o.AddFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.ApplyEnv(env, lookupEnv); err != nil {
+			return withCode(ExitInvalidConfig, err)
+		}
+		cfg, err := o.Validate()
+		if err != nil {
+			return withCode(ExitInvalidConfig, err)
+		}
+		return run(cmd.Context(), o, cfg, cmd.OutOrStdout(), newLogger(cmd.ErrOrStderr(), o.LogLevel))
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return withCode(ExitInvalidConfig, err)
 	})
-	o.AddFlags(cmd.Flags())
+	// Unknown options reach the parser, which refuses them (exit 2) before
+	// anything else happens, --help included.
+	cli.Prepare(cmd, args, cli.RefuseUnknown)
 	return cmd, o
 }
 
@@ -115,8 +121,7 @@ func newLogger(w io.Writer, level string) logr.Logger {
 // Main runs proxy-init with args and returns the exit code. On failure it logs
 // the error and writes a one-line reason to the termination log.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	cmd, o := NewCommand(lookupEnv, Run)
-	cmd.SetArgs(args)
+	cmd, o := NewCommand(args, lookupEnv, Run)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	err := cmd.ExecuteContext(ctx)

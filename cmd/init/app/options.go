@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/imds-proxy/imds-proxy/internal/cli"
 	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/iptables"
 )
@@ -49,18 +50,9 @@ type Options struct {
 	// LockWait is how many seconds iptables waits for the xtables lock.
 	LockWait int
 
-	// source maps a flag name to the environment variable its value was
-	// read from; flags set on the command line or left at their default are
-	// absent.
-	source map[string]string
-}
-
-// envFallbacks lists the flags that fall back to an environment variable.
-var envFallbacks = []struct{ flag, env string }{
-	{"proxy-port", "PROXY_PORT"},
-	{"proxy-uid", "PROXY_UID"},
-	{"metadata-ip", "METADATA_IP"},
-	{"metadata-port", "METADATA_PORT"},
+	// source names the environment variable each value came from, for
+	// error messages (see ApplyEnv).
+	source cli.Sources
 }
 
 // NewOptions returns Options holding the defaults the webhook expects.
@@ -77,12 +69,18 @@ func NewOptions() *Options {
 	}
 }
 
-// AddFlags binds o to fs.
-func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.ProxyPort, "proxy-port", o.ProxyPort, "loopback TCP port of the proxy sidecar that metadata traffic is redirected to (env PROXY_PORT)")
-	fs.StringVar(&o.ProxyUID, "proxy-uid", o.ProxyUID, "UID whose traffic is not redirected, so the proxy reaches the real metadata service (env PROXY_UID)")
-	fs.StringVar(&o.MetadataIP, "metadata-ip", o.MetadataIP, "IPv4 address of the instance metadata service (env METADATA_IP)")
-	fs.StringVar(&o.MetadataPort, "metadata-port", o.MetadataPort, "TCP port of the instance metadata service (env METADATA_PORT)")
+// AddFlags binds o to fs and returns the flags' environment fallbacks, for
+// ApplyEnv.
+func (o *Options) AddFlags(fs *pflag.FlagSet) *cli.Env {
+	env := cli.NewEnv(fs)
+	fs.StringVar(&o.ProxyPort, "proxy-port", o.ProxyPort, "loopback TCP port of the proxy sidecar that metadata traffic is redirected to")
+	env.Bind("proxy-port", "PROXY_PORT")
+	fs.StringVar(&o.ProxyUID, "proxy-uid", o.ProxyUID, "UID whose traffic is not redirected, so the proxy reaches the real metadata service")
+	env.Bind("proxy-uid", "PROXY_UID")
+	fs.StringVar(&o.MetadataIP, "metadata-ip", o.MetadataIP, "IPv4 address of the instance metadata service")
+	env.Bind("metadata-ip", "METADATA_IP")
+	fs.StringVar(&o.MetadataPort, "metadata-port", o.MetadataPort, "TCP port of the instance metadata service")
+	env.Bind("metadata-port", "METADATA_PORT")
 	fs.StringVar(&o.IPTablesMode, "iptables-mode", o.IPTablesMode, "iptables backend: auto (the one already holding rules in this network namespace, else nft), nft or legacy")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the rules that would be applied and change nothing")
 	fs.BoolVar(&o.Check, "check", false, "exit 0 only if the rules are in place exactly and our jump is first in OUTPUT; change nothing")
@@ -90,34 +88,24 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TerminationLog, "termination-log", o.TerminationLog, "file that receives a one-line reason on failure, when it exists and is writable")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `log level: "" (warnings and errors), info, debug (every iptables step), trace or all`)
 	fs.IntVar(&o.LockWait, "lock-wait", o.LockWait, "seconds each iptables command waits for the xtables lock")
+	// Defined here rather than by cobra, which would add the shorthand -v:
+	// options have no one-letter forms (only cobra's -h for --help).
+	fs.Bool("version", false, "print the version and exit")
+	return env
 }
 
 // ApplyEnv fills every flag that was not set on the command line from its
-// environment variable, when that is set and not empty.
-func (o *Options) ApplyEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
-	o.source = map[string]string{}
-	for _, fe := range envFallbacks {
-		if fs.Changed(fe.flag) {
-			continue
-		}
-		v, ok := lookupEnv(fe.env)
-		if !ok || v == "" {
-			continue
-		}
-		if err := fs.Set(fe.flag, v); err != nil {
-			return fmt.Errorf("invalid %s %q: %w", fe.env, v, err)
-		}
-		o.source[fe.flag] = fe.env
-	}
-	return nil
+// environment variable, when that is set and not empty, and remembers where
+// each value came from.
+func (o *Options) ApplyEnv(env *cli.Env, lookupEnv func(string) (string, bool)) error {
+	source, err := env.Apply(lookupEnv)
+	o.source = source
+	return err
 }
 
 // origin names where the value of flag came from, for error messages.
 func (o *Options) origin(flag string) string {
-	if env, ok := o.source[flag]; ok {
-		return env
-	}
-	return "--" + flag
+	return o.source.Name(flag)
 }
 
 // Validate checks o and translates it into the iptables configuration. The

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
 
 	"github.com/imds-proxy/imds-proxy/pkg/iptables"
 )
@@ -28,11 +29,10 @@ func execute(t *testing.T, env map[string]string, args ...string) (*Options, ipt
 		gotCfg iptables.Config
 		ran    bool
 	)
-	cmd, o := NewCommand(envMap(env), func(_ context.Context, _ *Options, cfg iptables.Config, _ io.Writer, _ logr.Logger) error {
+	cmd, o := NewCommand(args, envMap(env), func(_ context.Context, _ *Options, cfg iptables.Config, _ io.Writer, _ logr.Logger) error {
 		gotCfg, ran = cfg, true
 		return nil
 	})
-	cmd.SetArgs(args)
 	cmd.SetOut(io.Discard)
 	cmd.SetErr(io.Discard)
 	err := cmd.ExecuteContext(context.Background())
@@ -58,6 +58,14 @@ func TestOptionsValid(t *testing.T) {
 		{"extremes", nil, []string{"--proxy-port=65535", "--proxy-uid=4294967294", "--metadata-port=1"},
 			iptables.Config{ProxyPort: 65535, ProxyUID: 4294967294, MetadataIP: def.MetadataIP, MetadataPort: 1}},
 		{"modes and knobs", nil, []string{"--check", "--iptables-mode=legacy", "--log-level=debug", "--lock-wait=1"}, def},
+		// Go's flag package, which the upstream init container's manifests
+		// were written for, takes one dash.
+		{"one dash with =", nil, []string{"-proxy-port=9000", "-proxy-uid=0"},
+			iptables.Config{ProxyPort: 9000, ProxyUID: 0, MetadataIP: def.MetadataIP, MetadataPort: 80}},
+		{"one dash, value apart", map[string]string{"PROXY_PORT": "9000"}, []string{"-proxy-port", "9001", "-metadata-ip", "10.1.2.3", "-metadata-port", "8080"},
+			iptables.Config{ProxyPort: 9001, ProxyUID: 1501, MetadataIP: netip.MustParseAddr("10.1.2.3"), MetadataPort: 8080}},
+		{"one-dash modes and knobs", nil, []string{"-check", "-iptables-mode", "legacy", "-log-level=debug", "-lock-wait", "1"}, def},
+		{"one-dash boolean with =", nil, []string{"-dry-run=true", "-check=false"}, def},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,6 +113,17 @@ func TestOptionsInvalid(t *testing.T) {
 		{"lock wait", nil, []string{"--lock-wait=0"}, `invalid --lock-wait 0: want at least 1 second`},
 		{"positional argument", nil, []string{"apply"}, `unexpected argument "apply": proxy-init takes flags only`},
 		{"unknown flag", nil, []string{"--proxy-prot=1"}, `unknown flag: --proxy-prot`},
+		{"unknown one-dash flag", nil, []string{"-proxy-prot=1"}, `unknown flag: --proxy-prot`},
+		{"no -v shorthand", nil, []string{"-v"}, `unknown flag: --v`},
+		{"no shorthand clusters", nil, []string{"-cd"}, `unknown flag: --cd`},
+		{"unknown flag beside --help", nil, []string{"--help", "-bogus"}, `unknown flag: --bogus`},
+		{"unknown flag after a valid one", nil, []string{"-check", "-bogus", "value"}, `unknown flag: --bogus`},
+		{"three dashes", nil, []string{"---check"}, `bad flag syntax: ---check`},
+		{"no name", nil, []string{"-=1"}, `unknown shorthand flag: '=' in -=1`},
+		{"a value that starts with a dash", nil, []string{"-log-level", "-check"}, `invalid --log-level "-check": want "" (warnings and errors), info, debug (every iptables step), trace or all`},
+		{"a value that looks like a flag", nil, []string{"--proxy-port", "-proxy-port=9000"}, `invalid --proxy-port "-proxy-port=9000": want a port number from 1 to 65535`},
+		{"-- ends the flags", nil, []string{"--", "-check"}, `unexpected argument "-check": proxy-init takes flags only`},
+		{"missing value", nil, []string{"-proxy-port"}, `flag needs an argument: --proxy-port`},
 		{"bad bool", nil, []string{"--check=maybe"}, `invalid argument "maybe" for "--check" flag: strconv.ParseBool: parsing "maybe": invalid syntax`},
 	}
 	for _, tt := range tests {
@@ -140,12 +159,42 @@ func TestMainDryRun(t *testing.T) {
 }
 
 func TestMainVersion(t *testing.T) {
-	var stdout bytes.Buffer
-	if code := Main(context.Background(), []string{"--version"}, &stdout, io.Discard, envMap(nil)); code != ExitOK {
-		t.Fatalf("exit code %d", code)
+	for _, arg := range []string{"--version", "-version"} {
+		var stdout bytes.Buffer
+		if code := Main(context.Background(), []string{arg}, &stdout, io.Discard, envMap(nil)); code != ExitOK {
+			t.Fatalf("%s: exit code %d", arg, code)
+		}
+		if got := stdout.String(); got != "proxy-init version dev\n" {
+			t.Errorf("%s printed %q", arg, got)
+		}
 	}
-	if got := stdout.String(); got != "proxy-init version dev\n" {
-		t.Errorf("--version printed %q", got)
+}
+
+func TestMainHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"-help"}} {
+		var stdout bytes.Buffer
+		if code := Main(context.Background(), args, &stdout, io.Discard, envMap(nil)); code != ExitOK {
+			t.Fatalf("%q: exit code %d", args, code)
+		}
+		if !strings.Contains(stdout.String(), "--proxy-port string") || !strings.Contains(stdout.String(), "(env PROXY_PORT)") {
+			t.Errorf("%q printed %q", args, stdout.String())
+		}
+	}
+}
+
+// TestNoShorthands: no flag has a one-letter form but cobra's -h for
+// --help, so a one-dash long option can never be read as a cluster of them.
+func TestNoShorthands(t *testing.T) {
+	cmd, _ := NewCommand(nil, envMap(nil), nil)
+	n := 0
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		n++
+		if f.Shorthand != "" && (f.Name != "help" || f.Shorthand != "h") {
+			t.Errorf("--%s has the shorthand -%s", f.Name, f.Shorthand)
+		}
+	})
+	if n != 13 {
+		t.Errorf("visited %d flags, want 13", n)
 	}
 }
 

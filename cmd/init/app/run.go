@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -13,7 +14,9 @@ import (
 )
 
 // Run executes the mode o selects: dry run, check, cleanup, or (by default)
-// apply. Errors carry their exit code.
+// apply. Errors carry their exit code; a failure whose cause proxy-init
+// recognises (iptables missing, no NET_ADMIN, rules of others in the way)
+// says so first.
 func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer, log logr.Logger) error {
 	rs := iptables.Plan(cfg)
 	if o.DryRun {
@@ -28,10 +31,13 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 		return withCode(ExitFailed, err)
 	}
 	bins := backendBinaries(backend)
+	if err := requireBinaries(bins); err != nil {
+		return withCode(ExitFailed, err)
+	}
 	log = log.WithValues("backend", backend)
 	a, err := newApplier(log, bins.iptables, o.LockWait)
 	if err != nil {
-		return withCode(ExitFailed, err)
+		return withCode(ExitFailed, explainPrivilege(err))
 	}
 
 	start := time.Now()
@@ -43,21 +49,19 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 			return withCode(ExitNotInPlace, err)
 		}
 		if err != nil {
-			return withCode(ExitFailed, err)
+			return withCode(ExitFailed, explainPrivilege(err))
 		}
 		log.Info("rules are in place and our jump is first in OUTPUT")
 		return printOwnRules(ctx, stdout, bins, rs)
 	case o.Cleanup:
 		if err := iptables.Cleanup(log, a, rs); err != nil {
-			logNat(ctx, log, bins)
-			return withCode(ExitFailed, fmt.Errorf("cleanup: %w", err))
+			return withCode(ExitFailed, explainFailure(ctx, log, bins, rs, fmt.Errorf("cleanup: %w", err)))
 		}
 		log.Info("removed our rules", "duration", time.Since(start).String())
 		return nil
 	default:
 		if err := iptables.Apply(log, a, rs); err != nil {
-			logNat(ctx, log, bins)
-			return withCode(ExitFailed, fmt.Errorf("apply: %w", err))
+			return withCode(ExitFailed, explainFailure(ctx, log, bins, rs, fmt.Errorf("apply: %w", err)))
 		}
 		log.Info("rules applied", "duration", time.Since(start).String(),
 			"proxyPort", cfg.ProxyPort, "proxyUID", cfg.ProxyUID,
@@ -66,11 +70,29 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 	}
 }
 
+// explainFailure logs the nat table after a failed apply or cleanup, for
+// the post-mortem, and puts what it recognises ahead of err: a refusal for
+// lack of privilege, or rules of others that jump into our chains.
+func explainFailure(ctx context.Context, log logr.Logger, bins binaries, rs iptables.Ruleset, err error) error {
+	if lacksPrivilege(err) {
+		return explainPrivilege(err)
+	}
+	nat, dumpErr := save(ctx, bins.save, "-t", iptables.Table)
+	if dumpErr != nil {
+		log.Error(dumpErr, "cannot dump the nat table after the failure")
+		return err
+	}
+	log.Info("nat table after the failure", "iptablesSave", nat)
+	return conflicting(err, rs.ForeignJumps(nat))
+}
+
 // chooseBackend resolves --iptables-mode. In auto mode it reads both
 // backends' full rulesets (without -t, which would create an empty legacy
 // table) and lets iptables.Detect decide. A backend whose dump cannot be read
-// counts as empty; if neither can be read, it fails. It warns when the
-// backend it does not choose also holds rules of ours.
+// counts as empty (its binaries may be missing, or the kernel may lack it),
+// unless iptables was refused for lack of privilege, which fails; if neither
+// can be read, it fails. It warns when the backend it does not choose also
+// holds rules of ours.
 func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptables.Ruleset) (iptables.Backend, error) {
 	switch mode {
 	case ModeNFT:
@@ -78,9 +100,18 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 	case ModeLegacy:
 		return iptables.BackendLegacy, nil
 	}
-	nft, nftErr := save(ctx, backendBinaries(iptables.BackendNFT).save)
-	legacy, legacyErr := save(ctx, backendBinaries(iptables.BackendLegacy).save)
+	nftSave, legacySave := backendBinaries(iptables.BackendNFT).save, backendBinaries(iptables.BackendLegacy).save
+	nft, nftErr := save(ctx, nftSave)
+	legacy, legacyErr := save(ctx, legacySave)
+	for _, err := range []error{nftErr, legacyErr} {
+		if lacksPrivilege(err) {
+			return "", explainPrivilege(err)
+		}
+	}
 	if nftErr != nil && legacyErr != nil {
+		if errors.Is(nftErr, exec.ErrNotFound) && errors.Is(legacyErr, exec.ErrNotFound) {
+			return "", &missingBinaryError{names: []string{nftSave, legacySave}, either: true, err: errors.Join(nftErr, legacyErr)}
+		}
 		return "", fmt.Errorf("detecting the iptables backend: %w", errors.Join(nftErr, legacyErr))
 	}
 	for _, err := range []error{nftErr, legacyErr} {
@@ -105,18 +136,8 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 func printOwnRules(ctx context.Context, stdout io.Writer, bins binaries, rs iptables.Ruleset) error {
 	out, err := save(ctx, bins.save, "-t", iptables.Table)
 	if err != nil {
-		return withCode(ExitFailed, err)
+		return withCode(ExitFailed, explainPrivilege(err))
 	}
 	_, err = io.WriteString(stdout, iptables.OwnRules(out, rs))
 	return err
-}
-
-// logNat logs the whole nat table after a failure, for the post-mortem.
-func logNat(ctx context.Context, log logr.Logger, bins binaries) {
-	out, err := save(ctx, bins.save, "-t", iptables.Table)
-	if err != nil {
-		log.Error(err, "cannot dump the nat table after the failure")
-		return
-	}
-	log.Info("nat table after the failure", "iptablesSave", out)
 }

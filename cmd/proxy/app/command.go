@@ -11,12 +11,11 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"strings"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
+	"github.com/imds-proxy/imds-proxy/internal/cli"
 	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/version"
 )
@@ -73,23 +72,24 @@ proxy-init redirects the pod's traffic to 169.254.169.254:80, answers IMDS token
 requests by exchanging the pod's projected service account token for Microsoft
 Entra tokens, and forwards the non-identity IMDS categories to the real IMDS.
 
-Every option falls back to the environment variable named in its description.
-Unknown flags are ignored with a warning, so that a newer webhook cannot stop
-an older sidecar.`,
+Options take one dash or two (-proxy-port=8000, --proxy-port 8000), as Go's
+flag package reads them. Every option falls back to the environment variable
+named in its description. Unknown flags are ignored with a warning, so that a
+newer webhook cannot stop an older sidecar.`,
 		Args:          cobra.ArbitraryArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// The webhook and the image are versioned separately: a flag this
-		// version does not know must not stop the sidecar (SPEC §2).
-		FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
 	}
-	envs := o.addFlags(cmd.Flags())
-	cmd.SetArgs(deps.Args)
+	env := o.addFlags(cmd.Flags())
+	// The webhook and the image are versioned separately: an option this
+	// version does not know must not stop the sidecar, so the parser never
+	// sees one, and each is logged below.
+	argv := cli.Prepare(cmd, deps.Args, cli.IgnoreUnknown)
 	cmd.SetOut(deps.Stdout)
 	cmd.SetErr(deps.Stdout)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log := deps.Logger
-		envErr := applyEnv(cmd.Flags(), envs, deps.LookupEnv)
+		_, envErr := env.Apply(deps.LookupEnv)
 		level, known := logging.ParseLevel(o.LogLevel)
 		if deps.Level != nil {
 			deps.Level.Set(level)
@@ -97,7 +97,7 @@ an older sidecar.`,
 		if !known {
 			logging.Warn(log, "unknown --log-level, using info", "logLevel", o.LogLevel)
 		}
-		for _, f := range unknownFlags(cmd.Flags(), deps.Args) {
+		for _, f := range argv.Unknown() {
 			logging.Warn(log, "ignoring unknown flag", "flag", f)
 		}
 		if len(args) > 0 {
@@ -124,30 +124,4 @@ an older sidecar.`,
 		return run(cmd.Context(), cfg, deps)
 	}
 	return cmd
-}
-
-// unknownFlags returns the flags in args that fs does not define, without
-// their values (which could be secrets). Parsing stops at "--".
-func unknownFlags(fs *pflag.FlagSet, args []string) []string {
-	var out []string
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			continue
-		}
-		if strings.HasPrefix(a, "--") {
-			name, _, _ := strings.Cut(a[2:], "=")
-			if name != "" && fs.Lookup(name) == nil {
-				out = append(out, "--"+name)
-			}
-			continue
-		}
-		// Shorthands: only the first letter names a flag for sure.
-		if fs.ShorthandLookup(a[1:2]) == nil {
-			out = append(out, a[:2])
-		}
-	}
-	return out
 }

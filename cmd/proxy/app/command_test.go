@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/imds-proxy/imds-proxy/internal/logging"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
@@ -223,14 +225,126 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 }
 
-func TestUnknownFlagsHelper(t *testing.T) {
+// TestSingleDashOptions: the upstream proxy reads its options with Go's
+// flag package, so manifests written for it say -proxy-port=8006; pflag
+// alone would read that as shorthands, ignore it, and bind 8000 while the
+// redirect points at 8006.
+func TestSingleDashOptions(t *testing.T) {
 	t.Parallel()
-	fs := newCommand(Deps{}, nil, nil).Flags()
-	got := unknownFlags(fs, []string{"--proxy-port=1", "--x=1", "--log-level", "info", "-p", "--", "--after"})
-	if strings.Join(got, " ") != "--x -p" {
-		t.Errorf("unknownFlags = %v", got)
+	tests := []struct {
+		name  string
+		args  []string
+		addr  string
+		level slog.Level
+	}{
+		{"one dash with =", []string{"-proxy-port=8006", "-log-level=info"}, "127.0.0.1:8006", slog.LevelInfo},
+		{"one dash, value apart", []string{"-proxy-port", "9000", "-log-level", "debug"}, "127.0.0.1:9000", logging.LevelDebug},
+		{"two dashes, value apart", []string{"--proxy-port", "9000"}, "127.0.0.1:9000", slog.LevelWarn},
+		{"mixed", []string{"-proxy-port=9001", "--log-level=info", "-instance-metadata", "block"}, "127.0.0.1:9001", slog.LevelInfo},
 	}
-	if got := unknownFlags(fs, nil); got != nil {
-		t.Errorf("no args: %v", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := execute(t, webhookEnv, tt.args...)
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			if res.cfg.ListenAddr != tt.addr || res.level != tt.level {
+				t.Errorf("listen %s level %v; want %s %v", res.cfg.ListenAddr, res.level, tt.addr, tt.level)
+			}
+			if res.log != "" {
+				t.Errorf("unexpected log output: %s", res.log)
+			}
+		})
+	}
+
+	// The postStart hook of a hand-written manifest, booleans included.
+	for _, args := range [][]string{
+		{"-proxy-port=8006", "-probe", "-log-level=info"},
+		{"-proxy-port", "8006", "-probe=true", "-probe-strict"},
+	} {
+		res := execute(t, nil, args...)
+		if res.err != nil || res.cfg != nil || res.probe == nil || res.probe.BaseURL != "http://127.0.0.1:8006" {
+			t.Fatalf("%q: err=%v cfg=%v probe=%+v", args, res.err, res.cfg, res.probe)
+		}
+		if strict := len(args) == 4; res.probe.Strict != strict {
+			t.Errorf("%q: strict = %v", args, res.probe.Strict)
+		}
+	}
+	res := execute(t, nil, "-version")
+	if res.err != nil || !strings.HasPrefix(res.stdout, "imds-proxy dev go1.") {
+		t.Errorf("-version: %v %q", res.err, res.stdout)
+	}
+}
+
+// TestHostileArguments: values that look like options stay values, "--"
+// ends the options, and an unknown one-dash option is reported whole,
+// never as a cluster of one-letter shorthands.
+func TestHostileArguments(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		addr     string
+		logLevel string
+		warnings []string
+	}{
+		{"a log level that starts with a dash", []string{"--log-level", "-x"}, "127.0.0.1:8000", "-x",
+			[]string{`"msg":"unknown --log-level, using info","logLevel":"-x"`}},
+		{"a log level that looks like an option", []string{"-log-level", "-proxy-port=9"}, "127.0.0.1:8000", "-proxy-port=9",
+			[]string{`"msg":"unknown --log-level, using info","logLevel":"-proxy-port=9"`}},
+		{"-- ends the options", []string{"-log-level=info", "--", "-proxy-port=9000"}, "127.0.0.1:8000", "info",
+			[]string{`"msg":"ignoring positional arguments","count":1`}},
+		{"unknown one-dash options", []string{"-future-flag=secret-value", "-proxy-port=8006", "-pz", "-v"}, "127.0.0.1:8006", "",
+			[]string{`"flag":"-future-flag"`, `"flag":"-pz"`, `"flag":"-v"`}},
+		{"unknown option before a value", []string{"-future", "secret-value", "-proxy-port=8006"}, "127.0.0.1:8006", "",
+			[]string{`"msg":"ignoring unknown flag","flag":"-future"`}},
+		{"malformed options", []string{"---x", "--=secret-value", "-=secret-value"}, "127.0.0.1:8000", "",
+			[]string{`"flag":"---x"`, `"flag":"--="`, `"flag":"-="`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := execute(t, webhookEnv, tt.args...)
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			if res.cfg.ListenAddr != tt.addr {
+				t.Errorf("listen %s, want %s", res.cfg.ListenAddr, tt.addr)
+			}
+			for _, want := range tt.warnings {
+				if !strings.Contains(res.log, want) {
+					t.Errorf("log lacks %s:\n%s", want, res.log)
+				}
+			}
+			if got := strings.Count(res.log, "\n"); got != len(tt.warnings) {
+				t.Errorf("%d log lines, want %d:\n%s", got, len(tt.warnings), res.log)
+			}
+			if strings.Contains(res.log, "secret-value") {
+				t.Error("log carries the value of an unknown option")
+			}
+		})
+	}
+}
+
+// TestNoShorthands: no option has a one-letter shorthand but cobra's -h for
+// --help, so no one-dash long option can be read as a cluster of them.
+func TestNoShorthands(t *testing.T) {
+	t.Parallel()
+	cmd := newCommand(Deps{}, nil, nil)
+	n := 0
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		n++
+		if f.Shorthand != "" && (f.Name != "help" || f.Shorthand != "h") {
+			t.Errorf("--%s has the shorthand -%s", f.Name, f.Shorthand)
+		}
+	})
+	if n < 25 {
+		t.Errorf("only %d flags visited", n)
+	}
+	for _, args := range [][]string{{"-h"}, {"-help"}} {
+		if res := execute(t, nil, args...); res.err != nil || !strings.Contains(res.stdout, "--proxy-port int") || res.cfg != nil {
+			t.Errorf("%q: %v %q", args, res.err, res.stdout)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/imds-proxy/imds-proxy/internal/cli"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 )
@@ -78,115 +79,73 @@ func NewOptions() *Options {
 	}
 }
 
-// envFlag ties a flag to the environment variable it falls back to.
-type envFlag struct{ flag, env string }
-
-// addFlags registers the flags on fs and returns the env fallbacks.
-func (o *Options) addFlags(fs *pflag.FlagSet) []envFlag {
-	var envs []envFlag
-	withEnv := func(name, env string) {
-		f := fs.Lookup(name)
-		f.Usage += " (env " + env + ")"
-		envs = append(envs, envFlag{name, env})
-	}
-	// The workload-identity webhook's contract (SPEC §2).
+// addFlags registers the flags on fs and returns their environment
+// fallbacks.
+func (o *Options) addFlags(fs *pflag.FlagSet) *cli.Env {
+	env := cli.NewEnv(fs)
+	// The options the workload identity webhook passes: the sidecar gets
+	// --proxy-port=N --log-level=L, its postStart hook adds --probe.
 	fs.IntVar(&o.ProxyPort, "proxy-port", o.ProxyPort, "Port of the loopback listener (127.0.0.1 only); 0 picks a free port")
-	withEnv("proxy-port", "PROXY_PORT")
+	env.Bind("proxy-port", "PROXY_PORT")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, `Log level: "" (warnings and errors), info, debug (one line per request), trace, all; unknown values warn and mean info`)
-	withEnv("log-level", "IMDS_PROXY_LOG_LEVEL")
+	env.Bind("log-level", "IMDS_PROXY_LOG_LEVEL")
 	fs.BoolVar(&o.Probe, "probe", false, "Act as the postStart hook: wait for the running proxy's /readyz (up to 30s), then warm its cache with one token request (up to 10s); exits 0 even if the warm-up fails")
 	fs.BoolVar(&o.ProbeStrict, "probe-strict", false, "With --probe, exit non-zero when the warm-up fails")
 	fs.BoolVar(&o.Version, "version", false, "Print the version and exit")
 
 	// The webhook's environment.
 	fs.StringVar(&o.TenantID, "tenant-id", o.TenantID, "Microsoft Entra tenant of the pod's identities (required)")
-	withEnv("tenant-id", "AZURE_TENANT_ID")
+	env.Bind("tenant-id", "AZURE_TENANT_ID")
 	fs.StringVar(&o.TokenFile, "federated-token-file", o.TokenFile, "Projected service account token exchanged for Entra tokens (required)")
-	withEnv("federated-token-file", "AZURE_FEDERATED_TOKEN_FILE")
+	env.Bind("federated-token-file", "AZURE_FEDERATED_TOKEN_FILE")
 	fs.StringVar(&o.AuthorityHost, "authority-host", o.AuthorityHost, "Microsoft Entra authority host")
-	withEnv("authority-host", "AZURE_AUTHORITY_HOST")
+	env.Bind("authority-host", "AZURE_AUTHORITY_HOST")
 	fs.StringVar(&o.ClientID, "client-id", o.ClientID, "Client id of the default identity, used when a request names none; without it such requests get 400 Identity not found")
-	withEnv("client-id", "AZURE_CLIENT_ID")
+	env.Bind("client-id", "AZURE_CLIENT_ID")
 
 	// Ours.
 	fs.StringArrayVar(&o.Identities, "identity", o.Identities,
 		"Identity the pod may ask for by object_id or msi_res_id, repeatable: CLIENT_ID[,OBJECT_ID[,RESOURCE_ID]] or client_id=...,object_id=...,resource_id=...; the env form separates identities with ';' or blanks")
-	withEnv("identity", "IMDS_PROXY_IDENTITIES")
+	env.BindList("identity", "IMDS_PROXY_IDENTITIES", splitIdentities)
 	fs.StringVar(&o.Upstream, "upstream", o.Upstream, "Real instance metadata service for the passthrough categories")
-	withEnv("upstream", "IMDS_PROXY_UPSTREAM")
+	env.Bind("upstream", "IMDS_PROXY_UPSTREAM")
 	fs.StringVar(&o.InstanceMetadata, "instance-metadata", o.InstanceMetadata,
 		"What to do with /metadata/{instance,versions,attested,scheduledevents,loadbalancer}: passthrough or block (403)")
-	withEnv("instance-metadata", "IMDS_PROXY_INSTANCE_METADATA")
+	env.Bind("instance-metadata", "IMDS_PROXY_INSTANCE_METADATA")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", o.MetricsAddr, "Extra listener serving only /metrics, e.g. :9090 for scraping from outside the pod; empty disables it (/metrics is always on the loopback listener)")
-	withEnv("metrics-addr", "IMDS_PROXY_METRICS_ADDR")
+	env.Bind("metrics-addr", "IMDS_PROXY_METRICS_ADDR")
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", o.ShutdownDelay, "How long to keep serving after SIGTERM before draining")
-	withEnv("shutdown-delay", "IMDS_PROXY_SHUTDOWN_DELAY")
+	env.Bind("shutdown-delay", "IMDS_PROXY_SHUTDOWN_DELAY")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "How long to wait for in-flight requests after the shutdown delay")
-	withEnv("drain-timeout", "IMDS_PROXY_DRAIN_TIMEOUT")
+	env.Bind("drain-timeout", "IMDS_PROXY_DRAIN_TIMEOUT")
 	fs.DurationVar(&o.PassthroughTimeout, "passthrough-timeout", o.PassthroughTimeout, "Timeout of a request forwarded to the real instance metadata service")
-	withEnv("passthrough-timeout", "IMDS_PROXY_PASSTHROUGH_TIMEOUT")
+	env.Bind("passthrough-timeout", "IMDS_PROXY_PASSTHROUGH_TIMEOUT")
 	fs.DurationVar(&o.ExchangeTimeout, "exchange-timeout", o.ExchangeTimeout, "Timeout of one Entra token exchange")
-	withEnv("exchange-timeout", "IMDS_PROXY_EXCHANGE_TIMEOUT")
+	env.Bind("exchange-timeout", "IMDS_PROXY_EXCHANGE_TIMEOUT")
 	fs.DurationVar(&o.MinRemaining, "min-remaining", o.MinRemaining, "Never hand out a cached token with less than min(this, lifetime/2) left")
-	withEnv("min-remaining", "IMDS_PROXY_MIN_REMAINING")
+	env.Bind("min-remaining", "IMDS_PROXY_MIN_REMAINING")
 	fs.DurationVar(&o.StaleGrace, "stale-grace", o.StaleGrace, "While Entra fails, serve a cached token until this long before its expiry")
-	withEnv("stale-grace", "IMDS_PROXY_STALE_GRACE")
+	env.Bind("stale-grace", "IMDS_PROXY_STALE_GRACE")
 	fs.DurationVar(&o.NegativeTTL, "negative-ttl", o.NegativeTTL, "How long a permanent Entra failure (unknown identity, invalid resource) is remembered")
-	withEnv("negative-ttl", "IMDS_PROXY_NEGATIVE_TTL")
+	env.Bind("negative-ttl", "IMDS_PROXY_NEGATIVE_TTL")
 	fs.DurationVar(&o.ForceRefreshInterval, "force-refresh-interval", o.ForceRefreshInterval, "Minimum time between two forced fetches (bypass_cache, token_sha256_to_refresh) of one identity and resource")
-	withEnv("force-refresh-interval", "IMDS_PROXY_FORCE_REFRESH_INTERVAL")
+	env.Bind("force-refresh-interval", "IMDS_PROXY_FORCE_REFRESH_INTERVAL")
 	fs.IntVar(&o.MaxIdentities, "max-identities", o.MaxIdentities, "Most identities (MSAL clients) kept")
-	withEnv("max-identities", "IMDS_PROXY_MAX_IDENTITIES")
+	env.Bind("max-identities", "IMDS_PROXY_MAX_IDENTITIES")
 	fs.IntVar(&o.MaxEntries, "max-entries", o.MaxEntries, "Most tokens cached")
-	withEnv("max-entries", "IMDS_PROXY_MAX_ENTRIES")
+	env.Bind("max-entries", "IMDS_PROXY_MAX_ENTRIES")
 	fs.StringVar(&o.WarmupResource, "warmup-resource", o.WarmupResource,
 		"Resource of the --probe warm-up request; empty means the Resource Manager endpoint of the authority host's cloud")
-	withEnv("warmup-resource", "IMDS_PROXY_WARMUP_RESOURCE")
+	env.Bind("warmup-resource", "IMDS_PROXY_WARMUP_RESOURCE")
 	fs.IntVar(&o.ExemptUID, "exempt-uid", o.ExemptUID, "UID that proxy-init exempts from the redirect; the proxy warns when it runs as another UID")
-	withEnv("exempt-uid", "PROXY_UID")
-	return envs
+	env.Bind("exempt-uid", "PROXY_UID")
+	return env
 }
 
-// applyEnv sets every flag the command line left alone from its
-// environment variable, when that is set. An invalid value is an error
-// naming the variable.
-func applyEnv(fs *pflag.FlagSet, envs []envFlag, lookupEnv func(string) (string, bool)) error {
-	for _, e := range envs {
-		if fs.Changed(e.flag) {
-			continue
-		}
-		v, ok := lookupEnv(e.env)
-		if !ok {
-			continue
-		}
-		if e.flag == "identity" {
-			for _, id := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ' ' || r == '\n' || r == '\t' }) {
-				if err := fs.Set(e.flag, id); err != nil {
-					return fmt.Errorf("invalid %s (--%s): %w", e.env, e.flag, flagCause(err))
-				}
-			}
-			continue
-		}
-		// An empty AZURE_* value means unset: the webhook drops empty
-		// values, and an empty duration or port is never meant.
-		if v == "" && e.flag != "log-level" {
-			continue
-		}
-		if err := fs.Set(e.flag, v); err != nil {
-			return fmt.Errorf("invalid %s %q (--%s): %w", e.env, v, e.flag, flagCause(err))
-		}
-	}
-	return nil
-}
-
-// flagCause strips pflag's "invalid argument ... for flag" wrapper, which
-// would name the flag rather than the variable the value came from.
-func flagCause(err error) error {
-	var ive *pflag.InvalidValueError
-	if errors.As(err, &ive) {
-		return ive.Unwrap()
-	}
-	return err
+// splitIdentities cuts IMDS_PROXY_IDENTITIES into --identity values: they
+// are separated by ';' or blanks (a resource id holds neither).
+func splitIdentities(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ' ' || r == '\n' || r == '\t' })
 }
 
 // Config is everything the proxy needs, translated from Options.

@@ -14,7 +14,8 @@ import (
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 )
 
-// Probe timing (SPEC §3.7).
+// Probe timing: how long the postStart hook waits for the proxy, then for
+// its warm-up token.
 const (
 	// probeReadyTimeout bounds the wait for /readyz: kubelet runs the
 	// postStart hook concurrently with the container's entrypoint, so the

@@ -27,8 +27,8 @@ var _ imds.TokenSource = (*exchange.Source)(nil)
 // Run serves until ctx ends (SIGTERM, SIGINT) and the shutdown delay and
 // drain are over, or until POST /quitquitquit. It listens before doing
 // anything that could touch the network, so the proxy is ready within
-// milliseconds of start (SPEC §3.1): in a native sidecar, the app's
-// containers may start right after.
+// milliseconds of start: in a native sidecar, the app's containers may
+// start right after.
 func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	log := deps.Logger
 
@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 		return srv.Serve(ctx, ln)
 	})
 	// Warm the first exchange in the background, now that we listen and
-	// serve (SPEC §3.1: no network call before Listen; started after Serve
+	// serve (no network call may come before Listen; started after Serve
 	// so it does not hold up the first /readyz): a fresh proxy's first
 	// token request would otherwise also pay for loading the system CA
 	// pool, building the MSAL client, tenant discovery and the TLS
