@@ -32,7 +32,7 @@ kubebin: deps
 
 ## test: formatting, vet, and every test with the race detector, as root:
 ## unit, real-kernel iptables, e2e with real SDK clients, the podman pod run,
-## the tests against a real kube-apiserver.
+## the tests against a real kube-apiserver and on a real kubelet node.
 test: deps fmt vet kubebin
 	$(ROOT) $(GO) test -race -count=1 -timeout 25m ./...
 
