@@ -4,14 +4,17 @@
 // trace and all. logr's V(n) is slog level -n, so debug shows V(1) lines
 // (one per request), trace V(2), and all everything.
 //
-// logr has no warning level of its own; Warn logs one through logr's slog
-// bridge, so the webhook's default level still shows it.
+// logr has no warning level of its own; Warn logs one, so the webhook's
+// default level still shows it.
 package logging
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 )
@@ -47,7 +50,8 @@ func ParseLevel(s string) (level slog.Level, known bool) {
 
 // New returns a logger writing JSON lines to w at the level level holds
 // (a *slog.LevelVar lets the caller set it after parsing its flags). The
-// "level" field carries the names above instead of slog's "DEBUG+3".
+// "level" field carries the names above instead of slog's "DEBUG+3", and
+// names given with WithName appear as "logger", on warnings too.
 func New(w io.Writer, level slog.Leveler) logr.Logger {
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level: level,
@@ -60,7 +64,102 @@ func New(w io.Writer, level slog.Leveler) logr.Logger {
 			return a
 		},
 	})
-	return logr.FromSlogHandler(h)
+	return logr.New(&sink{handler: h})
+}
+
+// sink is a logr.LogSink over a slog.Handler, like the one
+// logr.FromSlogHandler builds, except that the logger's name travels with
+// every record, also those written by Warn or arriving through
+// logr.ToSlogHandler (logr's own sink hands its bare handler out there, and
+// the name is lost).
+type sink struct {
+	handler   slog.Handler
+	name      string
+	callDepth int
+}
+
+var (
+	_ logr.LogSink          = (*sink)(nil)
+	_ logr.SlogSink         = (*sink)(nil)
+	_ logr.CallDepthLogSink = (*sink)(nil)
+)
+
+func (s *sink) Init(info logr.RuntimeInfo) { s.callDepth = info.CallDepth }
+
+func (s *sink) Enabled(level int) bool {
+	return s.handler.Enabled(context.Background(), slog.Level(-level))
+}
+
+func (s *sink) Info(level int, msg string, kv ...any) {
+	s.emit(slog.Level(-level), msg, nil, kv, s.callDepth)
+}
+
+func (s *sink) Error(err error, msg string, kv ...any) {
+	s.emit(slog.LevelError, msg, err, kv, s.callDepth)
+}
+
+// emit writes one record: the logger's name first, then the error, then
+// kv, as logr's own sink orders them. skip counts the frames between the
+// caller to report and emit's caller.
+func (s *sink) emit(level slog.Level, msg string, err error, kv []any, skip int) {
+	var pcs [1]uintptr
+	runtime.Callers(skip+3, pcs[:]) // runtime.Callers, emit, and emit's caller
+	r := slog.NewRecord(time.Now(), level, msg, pcs[0])
+	if s.name != "" {
+		r.AddAttrs(slog.String("logger", s.name))
+	}
+	if err != nil {
+		r.AddAttrs(slog.Any("err", err))
+	}
+	r.Add(kv...)
+	_ = s.handler.Handle(context.Background(), r)
+}
+
+// Handle serves records arriving through logr.ToSlogHandler: it puts the
+// logger's name first, as emit does, and passes them on.
+func (s *sink) Handle(ctx context.Context, r slog.Record) error {
+	if s.name == "" {
+		return s.handler.Handle(ctx, r)
+	}
+	named := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	named.AddAttrs(slog.String("logger", s.name))
+	r.Attrs(func(a slog.Attr) bool { named.AddAttrs(a); return true })
+	return s.handler.Handle(ctx, named)
+}
+
+func (s *sink) WithName(name string) logr.LogSink {
+	c := *s
+	if c.name != "" {
+		c.name += "/"
+	}
+	c.name += name
+	return &c
+}
+
+func (s *sink) WithValues(kv ...any) logr.LogSink {
+	r := slog.NewRecord(time.Time{}, 0, "", 0)
+	r.Add(kv...)
+	attrs := make([]slog.Attr, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	return s.WithAttrs(attrs)
+}
+
+func (s *sink) WithAttrs(attrs []slog.Attr) logr.SlogSink {
+	c := *s
+	c.handler = s.handler.WithAttrs(attrs)
+	return &c
+}
+
+func (s *sink) WithGroup(name string) logr.SlogSink {
+	c := *s
+	c.handler = s.handler.WithGroup(name)
+	return &c
+}
+
+func (s *sink) WithCallDepth(depth int) logr.LogSink {
+	c := *s
+	c.callDepth += depth
+	return &c
 }
 
 // levelName names a level in the webhook's vocabulary.
@@ -79,7 +178,17 @@ func levelName(l slog.Level) string {
 	}
 }
 
-// Warn logs msg at warning level through l.
+// Warn logs msg at warning level through l. For loggers built by New it
+// writes the record itself (logr has no warning level, and its slog bridge
+// maps every level between info and error to V(0)); any other logger gets
+// it through logr's slog bridge.
 func Warn(l logr.Logger, msg string, kv ...any) {
-	slog.New(logr.ToSlogHandler(l)).Warn(msg, kv...)
+	s, ok := l.GetSink().(*sink)
+	if !ok {
+		slog.New(logr.ToSlogHandler(l)).Warn(msg, kv...)
+		return
+	}
+	if s.handler.Enabled(context.Background(), slog.LevelWarn) {
+		s.emit(slog.LevelWarn, msg, nil, kv, 0)
+	}
 }

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/go-logr/logr"
 )
 
 func TestParseLevel(t *testing.T) {
@@ -90,6 +93,70 @@ func TestNewLevels(t *testing.T) {
 		}
 		if strings.Join(got, " ") != strings.Join(tt.want, " ") {
 			t.Errorf("level %q: lines %v; want %v", tt.level, got, tt.want)
+		}
+	}
+}
+
+// TestNameAndValuesOnEveryLevel checks that a logger's name and values
+// appear on info, warning (through logr's slog bridge) and error lines
+// alike, and that the source position is the caller's.
+func TestNameAndValuesOnEveryLevel(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log := New(&buf, LevelDebug).WithName("proxy-init").WithName("apply").WithValues("backend", "nft")
+	log.Info("i")
+	log.V(1).Info("d", "n", 1)
+	Warn(log, "w", "n", 2)
+	log.Error(errors.New("boom"), "e")
+	want := []string{
+		`{"level":"info","msg":"i","backend":"nft","logger":"proxy-init/apply"}`,
+		`{"level":"debug","msg":"d","backend":"nft","n":1,"logger":"proxy-init/apply"}`,
+		`{"level":"warning","msg":"w","backend":"nft","n":2,"logger":"proxy-init/apply"}`,
+		`{"level":"error","msg":"e","backend":"nft","err":"boom","logger":"proxy-init/apply"}`,
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), buf.String())
+	}
+	for i, line := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d not JSON: %q", i, line)
+		}
+		delete(m, "time")
+		got, _ := json.Marshal(m)
+		var wm map[string]any
+		_ = json.Unmarshal([]byte(want[i]), &wm)
+		w, _ := json.Marshal(wm)
+		if string(got) != string(w) {
+			t.Errorf("line %d = %s; want %s", i, got, w)
+		}
+	}
+}
+
+// TestSourceIsTheCaller checks the program counter each record carries:
+// the line that called Info, Error or Warn, not a line of this package.
+func TestSourceIsTheCaller(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	h := slog.NewJSONHandler(&buf, &slog.HandlerOptions{AddSource: true, Level: LevelDebug})
+	log := logr.New(&sink{handler: h}).WithName("n")
+	_, _, line, _ := runtime.Caller(0)
+	log.Info("i")                      // line+1
+	log.Error(errors.New("boom"), "e") // line+2
+	Warn(log, "w")                     // line+3
+	for i, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m struct {
+			Source struct {
+				File string `json:"file"`
+				Line int    `json:"line"`
+			} `json:"source"`
+		}
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(m.Source.File, "logging_test.go") || m.Source.Line != line+1+i {
+			t.Errorf("record %d: source %s:%d; want logging_test.go:%d", i, m.Source.File, m.Source.Line, line+1+i)
 		}
 	}
 }

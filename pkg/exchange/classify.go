@@ -27,7 +27,9 @@ type upstreamError struct {
 func (e *upstreamError) Error() string { return fmt.Sprintf("entra answered HTTP %d", e.Status) }
 func (e *upstreamError) Unwrap() error { return e.Err }
 
-// entraError is the OAuth error body Entra sends (imds-protocol.md §6.4).
+// entraError is the OAuth error body Entra sends: error, error_description
+// and error_codes, among others
+// (https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
 type entraError struct {
 	Error       string
 	Description string
@@ -99,7 +101,8 @@ const (
 	classTransient
 )
 
-// aadstsClass maps the AADSTS codes of imds-protocol.md §6.4 and SPEC §3.5.
+// aadstsClass maps the AADSTS codes the proxy tells apart to what they mean
+// for the client (docs/imds-protocol.md lists them with their sources).
 func aadstsClass(code int) codeClass {
 	switch code {
 	case 700016: // application not found in the tenant
@@ -130,7 +133,7 @@ type classifyInput struct {
 }
 
 // classify turns whatever the acquirer returned into the one *Error type
-// pkg/imds maps to HTTP (style-by-example.md practice 15). Detail is built
+// pkg/imds maps to HTTP, in one place. Detail is built
 // from our own words and the projected token's claims, never from the
 // upstream body.
 func classify(err error, in classifyInput) *Error {
@@ -195,33 +198,54 @@ func classifyUpstream(orig *upstreamError, in classifyInput) *Error {
 }
 
 // permanent reports whether a failure is remembered in the negative cache:
-// unknown app, no matching federation, invalid resource (SPEC §4).
+// unknown app, no matching federation, invalid resource.
 func permanent(e *Error) bool {
 	return e.Reason == ReasonIdentityNotFound || e.Reason == ReasonInvalidResource
 }
 
-// retryAfter reads Retry-After (delta seconds or an HTTP date, RFC 9110
-// §10.2.3), capped at 25 s: azidentity gives up on longer waits
-// (imds-protocol.md §4 Q16).
+// defaultRetryAfter is the wait after a throttling answer that carries no
+// usable Retry-After.
+const defaultRetryAfter = 5 * time.Second
+
+// maxRetryAfter bounds a parsed Retry-After. Entra's waits are seconds to
+// minutes and are honoured in full; only a value beyond a day, which can
+// only be a broken header, is cut to a day. The bound keeps the arithmetic
+// on the result (now + wait) far from time.Duration's limit, and keeps a
+// broken header from shutting an identity out of Entra for good. Cutting
+// the wait a client is told to 25 s is the HTTP layer's job, not this one.
+const maxRetryAfter = 24 * time.Hour
+
+// retryAfter reads Retry-After, delay-seconds or an HTTP date (RFC 9110
+// §10.2.3), relative to now: at least a second, at most maxRetryAfter,
+// defaultRetryAfter when absent or malformed.
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	d := defaultRetryAfter
-	if v != "" {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			if n >= 0 && n < 1<<31 {
-				d = time.Duration(n) * time.Second
-			}
-		} else if t, err := http.ParseTime(v); err == nil {
-			d = t.Sub(now)
+	switch {
+	case v == "":
+	case isDigits(v):
+		// Beyond int64 or maxRetryAfter: a day.
+		d = maxRetryAfter
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n < int64(maxRetryAfter/time.Second) {
+			d = time.Duration(n) * time.Second
+		}
+	default:
+		if t, err := http.ParseTime(v); err == nil {
+			d = min(t.Sub(now), maxRetryAfter) // Sub saturates instead of overflowing
 		}
 	}
-	if d < time.Second {
-		d = time.Second
+	return max(d, time.Second)
+}
+
+// isDigits reports whether s is a non-empty run of ASCII digits, the
+// delay-seconds form of Retry-After.
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
 	}
-	if d > maxRetryAfter {
-		d = maxRetryAfter
-	}
-	return d
+	return s != ""
 }
 
 // jwtLike matches compact JWS/JWE strings.

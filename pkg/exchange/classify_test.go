@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,7 +116,7 @@ func TestClassify(t *testing.T) {
 		{"unknown 4xx code", upstream(400, aadstsBody("invalid_request", 12345, "x")), ReasonAssertionRejected, "AADSTS12345",
 			"Entra ID rejected the projected service account token (issuer=https://oidc.example/x, subject=system:serviceaccount:ns:sa, audience=api://AzureADTokenExchange)", 0},
 		{"429 seconds", upstream(429, aadstsBody("temporarily_unavailable", 90055, "x"), "Retry-After", "7"), ReasonThrottled, "AADSTS90055", "Entra ID is throttling token requests", 7 * time.Second},
-		{"429 capped", upstream(429, "", "Retry-After", "3600"), ReasonThrottled, "", "Entra ID is throttling token requests", 25 * time.Second},
+		{"429 long", upstream(429, "", "Retry-After", "3600"), ReasonThrottled, "", "Entra ID is throttling token requests", time.Hour},
 		{"429 date", upstream(429, "", "Retry-After", t0.Add(12*time.Second).Format(http.TimeFormat)), ReasonThrottled, "", "Entra ID is throttling token requests", 12 * time.Second},
 		{"429 no header", upstream(429, "{}"), ReasonThrottled, "", "Entra ID is throttling token requests", 5 * time.Second},
 		{"429 garbage header", upstream(429, "", "Retry-After", "soon"), ReasonThrottled, "", "Entra ID is throttling token requests", 5 * time.Second},
@@ -220,22 +221,35 @@ func TestRedact(t *testing.T) {
 
 func TestRetryAfter(t *testing.T) {
 	cases := map[string]time.Duration{
-		"":                              defaultRetryAfter,
-		"7":                             7 * time.Second,
-		" 7 ":                           7 * time.Second,
-		"25":                            25 * time.Second,
-		"26":                            25 * time.Second,
-		"0":                             time.Second,
-		"-1":                            defaultRetryAfter,
-		"9223372036854775807":           defaultRetryAfter,
-		"99999999999999999999999":       defaultRetryAfter,
-		"1.5":                           defaultRetryAfter,
-		"0x10":                          defaultRetryAfter,
-		"Tue, 24 Nov 2026 03:00:10 GMT": 10 * time.Second,
-		"Tue, 24 Nov 2026 02:00:00 GMT": time.Second,
-		"Fri, 31 Dec 9999 23:59:59 GMT": maxRetryAfter,
-		"Tuesday":                       defaultRetryAfter,
-		"\x00\xff":                      defaultRetryAfter,
+		"":                                defaultRetryAfter,
+		"7":                               7 * time.Second,
+		" 7 ":                             7 * time.Second,
+		"25":                              25 * time.Second,
+		"26":                              26 * time.Second, // no 25 s cap here: Entra's wait is honoured
+		"300":                             5 * time.Minute,
+		"86399":                           86399 * time.Second,
+		"86400":                           24 * time.Hour,
+		"86401":                           24 * time.Hour,
+		"0":                               time.Second,
+		"000300":                          5 * time.Minute,
+		"-1":                              defaultRetryAfter,
+		"+5":                              defaultRetryAfter,
+		"5 s":                             defaultRetryAfter,
+		"9223372036854775807":             24 * time.Hour,
+		"9223372036854775808":             24 * time.Hour,
+		"99999999999999999999999":         24 * time.Hour,
+		"1.5":                             defaultRetryAfter,
+		"1e9":                             defaultRetryAfter,
+		"0x10":                            defaultRetryAfter,
+		"Tue, 24 Nov 2026 03:00:10 GMT":   10 * time.Second,
+		"Tue, 24 Nov 2026 03:05:00 GMT":   5 * time.Minute,
+		"Tuesday, 24-Nov-26 03:01:00 GMT": time.Minute,
+		"Tue, 24 Nov 2026 02:00:00 GMT":   time.Second,
+		"Fri, 31 Dec 9999 23:59:59 GMT":   24 * time.Hour,
+		"Mon, 01 Jan 0001 00:00:00 GMT":   time.Second,
+		"Tuesday":                         defaultRetryAfter,
+		"\x00\xff":                        defaultRetryAfter,
+		"٣٠٠":                             defaultRetryAfter, // Arabic-Indic digits are not DIGIT
 	}
 	for v, want := range cases {
 		h := http.Header{}
@@ -249,13 +263,21 @@ func TestRetryAfter(t *testing.T) {
 }
 
 func FuzzRetryAfter(f *testing.F) {
-	for _, s := range []string{"7", "-1", "Tue, 24 Nov 2026 03:00:10 GMT", "1e9", ""} {
+	for _, s := range []string{"7", "-1", "Tue, 24 Nov 2026 03:00:10 GMT", "1e9", "", "99999999999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
 		got := retryAfter(http.Header{"Retry-After": {v}}, t0)
 		if got < time.Second || got > maxRetryAfter {
-			t.Fatalf("retryAfter(%q) = %v out of [1s, 25s]", v, got)
+			t.Fatalf("retryAfter(%q) = %v out of [1s, %v]", v, got, maxRetryAfter)
+		}
+		// delay-seconds below the bound are honoured exactly.
+		if d := strings.TrimSpace(v); isDigits(d) {
+			if n, err := strconv.ParseUint(d, 10, 64); err == nil && n < 86400 {
+				if want := max(time.Duration(n)*time.Second, time.Second); got != want {
+					t.Fatalf("retryAfter(%q) = %v, want %v", v, got, want)
+				}
+			}
 		}
 	})
 }

@@ -1,10 +1,7 @@
 package exchange
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -15,36 +12,34 @@ import (
 // Defaults applied by New to zero fields of Config.
 const (
 	// DefaultAuthorityHost is the public-cloud Entra host, used when the
-	// webhook injected no AZURE_AUTHORITY_HOST (SPEC §2).
+	// workload identity webhook injected no AZURE_AUTHORITY_HOST.
 	DefaultAuthorityHost = "https://login.microsoftonline.com/"
-	// DefaultExchangeTimeout bounds one detached exchange (SPEC §4).
+	// DefaultExchangeTimeout bounds one exchange, the wait for a free slot
+	// included.
 	DefaultExchangeTimeout = 15 * time.Second
-	// DefaultMinRemaining is the floor of SPEC §4: never hand out a token with
-	// less than min(DefaultMinRemaining, lifetime/2) left.
+	// DefaultMinRemaining sets the floor: never hand out a token with less
+	// than min(DefaultMinRemaining, lifetime/2) left. Clients treat a token
+	// with less than 5 minutes left as expired and would ask again at once.
 	DefaultMinRemaining = 10 * time.Minute
 	// DefaultStaleGrace is how close to expiry a cached token is still served
-	// while Entra is failing (SPEC §4).
+	// while Entra is failing.
 	DefaultStaleGrace = 5 * time.Minute
-	// DefaultNegativeTTL is how long a permanent failure is remembered (SPEC §4).
+	// DefaultNegativeTTL is how long a permanent failure is remembered.
 	DefaultNegativeTTL = 30 * time.Second
 	// DefaultForceRefreshInterval is the minimum time between two forced
 	// fetches (bypass_cache, token_sha256_to_refresh) of one identity and
-	// resource. The spec asks for a rate limit without a number; 30 s keeps a
-	// misbehaving client well below Entra's loop detection (AADSTS50196).
+	// resource: 30 s keeps a misbehaving client well below Entra's loop
+	// detection (AADSTS50196).
 	DefaultForceRefreshInterval = 30 * time.Second
 	// DefaultMaxIdentities caps the MSAL clients (one per client id) and the
 	// client ids remembered for object/resource id resolution.
 	DefaultMaxIdentities = 64
 	// DefaultMaxEntries caps the cached tokens.
 	DefaultMaxEntries = 1024
-	// DefaultTickInterval is how often Run checks for refresh-ahead and idle
-	// eviction.
-	DefaultTickInterval = 10 * time.Second
-	// maxRetryAfter caps Retry-After: azidentity's IMDS pipeline gives up
-	// instead of waiting for longer (imds-protocol.md §4 Q16).
-	maxRetryAfter = 25 * time.Second
-	// defaultRetryAfter is used when a 429 carries no usable Retry-After.
-	defaultRetryAfter = 5 * time.Second
+	// DefaultMaxConcurrentExchanges caps the Entra exchanges in flight at
+	// once. Azure's own IMDS allows 5 concurrent requests per VM; 8 leaves
+	// room for background refreshes beside foreground misses.
+	DefaultMaxConcurrentExchanges = 8
 )
 
 // Identity is one identity configured with --identity: a client id with the
@@ -56,8 +51,8 @@ type Identity struct {
 	ResourceID string
 }
 
-// Config configures a Source. Zero durations and counts take the defaults
-// above.
+// Config configures a Source. Zero durations and counts, and an empty
+// AuthorityHost, take the defaults above; Validate reports what is invalid.
 type Config struct {
 	// TenantID is AZURE_TENANT_ID (GUID or domain). Required.
 	TenantID string
@@ -73,8 +68,8 @@ type Config struct {
 	DefaultClientID string
 	// Identities are the identities configured with --identity.
 	Identities []Identity
-	// ExchangeTimeout bounds one Entra exchange, which runs on a context
-	// detached from the caller's.
+	// ExchangeTimeout bounds one Entra exchange, the wait for a free slot
+	// included. The exchange runs on a context detached from the callers'.
 	ExchangeTimeout time.Duration
 	// MinRemaining sets the floor: a cached token with less than
 	// min(MinRemaining, lifetime/2) left is not handed out.
@@ -91,12 +86,16 @@ type Config struct {
 	MaxIdentities int
 	// MaxEntries caps the cached tokens (LRU).
 	MaxEntries int
-	// TickInterval is how often Run refreshes ahead and evicts idle entries.
-	TickInterval time.Duration
+	// MaxConcurrentExchanges caps the Entra exchanges in flight at once,
+	// across all identities and resources, background refreshes included.
+	// Further misses wait for a free slot, each bounded by its own context;
+	// a whole exchange, waiting included, is bounded by ExchangeTimeout.
+	MaxConcurrentExchanges int
 }
 
-// Clock tells the time. Tests inject a fake one; Run's ticker is real time,
-// but every decision it takes reads the time from the Clock.
+// Clock tells the time. Tests inject a fake one; Run's timer is real time,
+// but every decision it takes, and every due time it computes, reads the
+// time from the Clock.
 type Clock interface {
 	Now() time.Time
 }
@@ -118,14 +117,14 @@ type Deps struct {
 	Clock Clock
 }
 
-// withDefaults returns cfg with zero fields set to their defaults and
-// validates what is left.
-func (cfg Config) withDefaults() (Config, error) {
+// withDefaults returns cfg with its zero fields set to their defaults. It
+// does not validate: New calls Validate on the result.
+func (cfg Config) withDefaults() Config {
 	if cfg.AuthorityHost == "" {
 		cfg.AuthorityHost = DefaultAuthorityHost
 	}
 	setDur := func(d *time.Duration, def time.Duration) {
-		if *d <= 0 {
+		if *d == 0 {
 			*d = def
 		}
 	}
@@ -134,80 +133,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	setDur(&cfg.StaleGrace, DefaultStaleGrace)
 	setDur(&cfg.NegativeTTL, DefaultNegativeTTL)
 	setDur(&cfg.ForceRefreshInterval, DefaultForceRefreshInterval)
-	setDur(&cfg.TickInterval, DefaultTickInterval)
-	if cfg.MaxIdentities <= 0 {
+	if cfg.MaxIdentities == 0 {
 		cfg.MaxIdentities = DefaultMaxIdentities
 	}
-	if cfg.MaxEntries <= 0 {
+	if cfg.MaxEntries == 0 {
 		cfg.MaxEntries = DefaultMaxEntries
 	}
-	var errs []error
-	if strings.TrimSpace(cfg.TenantID) == "" {
-		errs = append(errs, errors.New("tenant id is required"))
-	} else if strings.ContainsAny(cfg.TenantID, "/?#% ") {
-		errs = append(errs, fmt.Errorf("tenant id %q contains characters not allowed in a URL path segment", cfg.TenantID))
+	if cfg.MaxConcurrentExchanges == 0 {
+		cfg.MaxConcurrentExchanges = DefaultMaxConcurrentExchanges
 	}
-	if cfg.TokenFile == "" {
-		errs = append(errs, errors.New("federated token file path is required"))
-	}
-	if _, err := authorityURL(cfg.AuthorityHost, cfg.TenantID); err != nil {
-		errs = append(errs, err)
-	}
-	for i, id := range cfg.Identities {
-		if id.ClientID == "" {
-			errs = append(errs, fmt.Errorf("identity %d has no client id", i))
-		}
-	}
-	return cfg, errors.Join(errs...)
+	return cfg
 }
 
-// authorityURL joins the authority host and the tenant. MSAL accepts only
-// https authorities with a tenant segment (MSAL Go v1.10.1
-// authority.NewInfoFromAuthorityURI).
-func authorityURL(host, tenant string) (string, error) {
-	u, err := url.Parse(host)
-	if err != nil {
-		return "", fmt.Errorf("authority host %q: %w", host, err)
-	}
-	if u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("authority host %q must be an https URL", host)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("authority host %q must not carry a query or fragment", host)
-	}
-	return strings.TrimSuffix(host, "/") + "/" + tenant, nil
-}
-
-// knownCloudHost reports whether host is one of the Entra hosts MSAL Go
-// trusts without instance discovery (MSAL Go v1.10.1
-// apps/internal/oauth/ops/authority aadTrustedHostList).
-func knownCloudHost(host string) bool {
-	switch strings.ToLower(host) {
-	case "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net",
-		"login.microsoftonline.us", "login-us.microsoftonline.com", "login.usgovcloudapi.net",
-		"login.chinacloudapi.cn", "login.partner.microsoftonline.cn", "login.microsoftonline.de",
-		"login.sovcloud-identity.fr", "login.sovcloud-identity.de":
-		return true
-	}
-	return false
-}
-
-// instanceDiscovery reports whether MSAL's instance discovery (authority
-// validation) should stay on for the authority host.
-//
-// For the hosts MSAL trusts, validation never makes a network call (MSAL Go
-// v1.10.1 resolvers.go openIDConfigurationEndpoint skips it for
-// authority.TrustedHost), so leaving it on costs nothing. For any other host
-// (a private or air-gapped cloud, the local emulator) MSAL would ask
-// https://login.microsoftonline.com/common/discovery/instance first, which
-// such a pod usually cannot reach, and the operator chose the host
-// explicitly through AZURE_AUTHORITY_HOST, so there is nothing to validate
-// (test-environment.md §2; azidentity exposes the same switch as
-// DisableInstanceDiscovery).
-func instanceDiscovery(authorityHost string) bool {
-	u, err := url.Parse(authorityHost)
-	if err != nil {
-		return false
-	}
-	return knownCloudHost(u.Hostname())
+// authorityURL joins a validated authority host and tenant into the
+// authority MSAL is built with.
+func authorityURL(host, tenant string) string {
+	return strings.TrimSuffix(host, "/") + "/" + tenant
 }

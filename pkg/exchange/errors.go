@@ -7,7 +7,7 @@ import (
 )
 
 // Reason classifies why a token could not be produced. pkg/imds maps each
-// reason to one HTTP status and IMDS error body (SPEC §3.5), in one place.
+// reason to one HTTP status and IMDS error body, in one place.
 type Reason int
 
 const (
@@ -60,7 +60,11 @@ type Error struct {
 	// Detail is a short, client-safe explanation (never a token or raw
 	// upstream body), e.g. "no federated credential matches issuer=..., subject=...".
 	Detail string
-	// RetryAfter is set for ReasonThrottled.
+	// RetryAfter is set for ReasonThrottled: the time left until the proxy
+	// asks Entra again for this identity and resource, which is Entra's own
+	// Retry-After, not capped. Telling a client to wait that long is not
+	// always wise (azidentity gives up on waits over 25 s): capping the
+	// header it gets is the HTTP layer's job.
 	RetryAfter time.Duration
 	// Err is the underlying error, for logs only.
 	Err error

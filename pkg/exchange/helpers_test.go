@@ -23,10 +23,12 @@ import (
 // exact.
 var t0 = time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
 
-// fakeClock is a Clock tests move by hand.
+// fakeClock is a Clock tests move by hand. It counts its readings, which
+// shows whether background work ran.
 type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu    sync.Mutex
+	now   time.Time
+	reads int
 }
 
 func newFakeClock() *fakeClock { return &fakeClock{now: t0} }
@@ -34,7 +36,14 @@ func newFakeClock() *fakeClock { return &fakeClock{now: t0} }
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.reads++
 	return c.now
+}
+
+func (c *fakeClock) Reads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads
 }
 
 func (c *fakeClock) Advance(d time.Duration) {
@@ -70,12 +79,16 @@ type fakeAcquirer struct {
 	assertion func() (string, error)
 	// respond, when set, decides the outcome of a call.
 	respond func(n int, c call) (acquired, error)
-	// block, when set, is received from before answering.
+	// block, when set, is received from before answering, unless ctx ends
+	// first; hold, when set, is received from whatever ctx does.
 	block chan struct{}
+	hold  chan struct{}
 
 	mu    sync.Mutex
 	calls []call
 	seq   int
+	// running counts the calls in progress, maxRunning its high mark.
+	running, maxRunning int
 }
 
 func (f *fakeAcquirer) acquire(ctx context.Context, clientID, scope string) (acquired, error) {
@@ -83,7 +96,17 @@ func (f *fakeAcquirer) acquire(ctx context.Context, clientID, scope string) (acq
 	f.calls = append(f.calls, call{clientID, scope})
 	f.seq++
 	n := f.seq
+	f.running++
+	f.maxRunning = max(f.maxRunning, f.running)
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.running--
+		f.mu.Unlock()
+	}()
+	if f.hold != nil {
+		<-f.hold
+	}
 	if f.block != nil {
 		select {
 		case <-f.block:
@@ -123,6 +146,13 @@ func (f *fakeAcquirer) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.calls)
+}
+
+// inFlight returns the calls in progress and the most there ever were.
+func (f *fakeAcquirer) inFlight() (now, most int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running, f.maxRunning
 }
 
 func (f *fakeAcquirer) callsFor(clientID, scope string) int {
@@ -195,8 +225,8 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	cfg, err := cfg.withDefaults()
-	if err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	clock := newFakeClock()
@@ -207,8 +237,15 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	acq := &fakeAcquirer{clock: clock, lifetime: time.Hour, assertion: src.tf.read}
-	src.acq = acq
+	src.ex.acq = acq
 	return &harness{t: t, src: src, acq: acq, clock: clock, reg: reg, logs: logs, file: file}
+}
+
+// setLogger replaces the logger of every part of the Source.
+func (h *harness) setLogger(l logr.Logger) {
+	h.src.log = l
+	h.src.ex.log = l
+	h.src.ex.failures.log = l
 }
 
 // writeSAToken writes a projected service-account token with the given
@@ -243,6 +280,19 @@ func (h *harness) mustToken(req Request) Token {
 
 func (h *harness) counter(vec *prometheus.CounterVec, label string) float64 {
 	return testutil.ToFloat64(vec.WithLabelValues(label))
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func defaultReq(resource string) Request {

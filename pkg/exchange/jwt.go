@@ -68,10 +68,16 @@ func decodeClaims(token string) (claims, error) {
 	if err != nil {
 		return claims{}, fmt.Errorf("%w: payload is not base64url", errNotJWT)
 	}
+	// One JSON object and nothing else: a null payload would decode into
+	// zero claims, and a second value after the first would be ignored.
+	payload = bytes.Trim(payload, " \t\r\n") // JSON's whitespace only
+	if len(payload) == 0 || payload[0] != '{' {
+		return claims{}, fmt.Errorf("%w: payload is not a JSON object", errNotJWT)
+	}
 	var raw rawClaims
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
-	if err := dec.Decode(&raw); err != nil {
+	if err := dec.Decode(&raw); err != nil || dec.InputOffset() != int64(len(payload)) {
 		return claims{}, fmt.Errorf("%w: payload is not a JSON object", errNotJWT)
 	}
 	c := claims{

@@ -1,11 +1,15 @@
 package exchange
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +56,15 @@ func TestDecodeClaims(t *testing.T) {
 		{name: "payload not json", token: jws(`not json`), wantErr: true},
 		{name: "payload array", token: jws(`[1,2]`), wantErr: true},
 		{name: "payload string", token: jws(`"x"`), wantErr: true},
+		{name: "payload null", token: jws(`null`), wantErr: true},
+		{name: "payload number", token: jws(`1795489200`), wantErr: true},
+		{name: "payload empty", token: hdr + "..s", wantErr: true},
+		{name: "payload trailing garbage", token: jws(`{"exp":1795489200}garbage`), wantErr: true},
+		{name: "payload two objects", token: jws(`{"exp":1795489200} {"exp":1}`), wantErr: true},
+		{name: "payload extra brace", token: jws(`{"exp":1795489200}}`), wantErr: true},
+		{name: "payload truncated", token: jws(`{"exp":1795489200`), wantErr: true},
+		{name: "payload no-break space", token: jws("\u00a0{}"), wantErr: true},
+		{name: "payload surrounding blanks", token: jws(" \n{\"sub\":\"w\"}\r\n "), want: claims{Subject: "w"}},
 		{name: "too long", token: jws(`{"x":"` + strings.Repeat("a", maxJWTLen) + `"}`), wantErr: true},
 		{name: "nested depth", token: jws(strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000)), wantErr: false, want: claims{}},
 		{name: "JWE five parts", token: jws(`{"sub":"five"}`) + ".x.y", want: claims{Subject: "five"}},
@@ -75,11 +88,20 @@ func TestDecodeClaims(t *testing.T) {
 	}
 }
 
+// FuzzDecodeClaims feeds arbitrary text. Beyond not panicking: every
+// failure is errNotJWT without the token in its text, and a success is
+// checked against an independent reading of the input (a payload segment
+// that is base64url of exactly one JSON object), so malformed input never
+// passes as a token with zero claims.
 func FuzzDecodeClaims(f *testing.F) {
 	f.Add(unsignedJWT(map[string]any{"exp": 1795489200, "aud": []string{"a"}, "oid": "o"}))
 	f.Add("a.b.c")
 	f.Add("eyJ.eyJ.")
 	f.Add(b64(`{}`) + "." + b64(`{"exp":1e400,"nbf":"x","aud":[null]}`) + ".")
+	f.Add("h." + b64(`null`) + ".s")
+	f.Add("h." + b64(`{"exp":1}{"exp":2}`) + ".s")
+	f.Add("h." + b64("\u00a0{}") + ".s")
+	f.Add("h." + base64.URLEncoding.EncodeToString([]byte(`{"sub":"p"}`)) + ".s")
 	f.Fuzz(func(t *testing.T, token string) {
 		c, err := decodeClaims(token)
 		if err != nil {
@@ -90,6 +112,15 @@ func FuzzDecodeClaims(f *testing.F) {
 				t.Fatalf("error echoes the token")
 			}
 			return
+		}
+		parts := strings.Split(token, ".")
+		if len(token) > maxJWTLen || len(parts) < 3 {
+			t.Fatalf("accepted %d bytes in %d segments", len(token), len(parts))
+		}
+		payload, perr := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+		trimmed := bytes.Trim(payload, " \t\r\n")
+		if perr != nil || !json.Valid(payload) || len(trimmed) == 0 || trimmed[0] != '{' {
+			t.Fatalf("accepted a payload that is not one JSON object: %q", payload)
 		}
 		for _, ts := range []time.Time{c.Expiry, c.NotBefore} {
 			if !ts.IsZero() && (ts.Unix() <= 0 || ts.Unix() > maxNumericDate) {
@@ -102,6 +133,105 @@ func FuzzDecodeClaims(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDecodeClaimsWellFormed builds a well-formed JWT from the fuzzer's
+// values and checks that each claim comes back exactly: an exp or nbf in
+// range is exactly the claim's integer, one out of range is absent (never
+// a time that would make a cached token expire now), and the strings are
+// the ones encoded.
+func FuzzDecodeClaimsWellFormed(f *testing.F) {
+	f.Add(int64(1795489200), int64(1795485600), "system:serviceaccount:ns:sa", "api://AzureADTokenExchange", "oid", false)
+	f.Add(int64(0), int64(-1), "", "", "", true)
+	f.Add(int64(maxNumericDate), int64(maxNumericDate+1), "\xff", "a", "b", false)
+	f.Add(int64(math.MaxInt64), int64(math.MinInt64), "x", "", "o", true)
+	f.Add(int64(1), int64(1<<53+1), "\u2028", "\x00", "\"", false)
+	f.Fuzz(func(t *testing.T, exp, nbf int64, sub, aud, oid string, audArray bool) {
+		payload := map[string]any{"exp": exp, "nbf": nbf, "sub": sub, "oid": oid}
+		if audArray {
+			payload["aud"] = []string{aud}
+		} else {
+			payload["aud"] = aud
+		}
+		token := unsignedJWT(payload)
+		c, err := decodeClaims(token)
+		if len(token) > maxJWTLen {
+			if err == nil {
+				t.Fatalf("accepted a %d-byte token", len(token))
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("well-formed token rejected: %v", err)
+		}
+		for _, d := range []struct {
+			name string
+			got  time.Time
+			v    int64
+		}{{"exp", c.Expiry, exp}, {"nbf", c.NotBefore, nbf}} {
+			if d.v > 0 && d.v <= maxNumericDate {
+				if d.got.Unix() != d.v || d.got.Nanosecond() != 0 || d.got.Location() != time.UTC {
+					t.Fatalf("%s %d decoded as %v", d.name, d.v, d.got)
+				}
+			} else if !d.got.IsZero() {
+				t.Fatalf("%s %d out of range decoded as %v, want absent", d.name, d.v, d.got)
+			}
+		}
+		// json.Marshal replaces invalid UTF-8; what was encoded is what
+		// must come back.
+		if want := jsonRoundTrip(t, sub); c.Subject != want {
+			t.Fatalf("sub = %q, want %q", c.Subject, want)
+		}
+		if want := jsonRoundTrip(t, oid); c.ObjectID != want {
+			t.Fatalf("oid = %q, want %q", c.ObjectID, want)
+		}
+		wantAud := []string{jsonRoundTrip(t, aud)}
+		if wantAud[0] == "" {
+			wantAud = nil
+		}
+		if !reflect.DeepEqual(c.Audience, wantAud) {
+			t.Fatalf("aud = %q, want %q", c.Audience, wantAud)
+		}
+	})
+}
+
+func jsonRoundTrip(t *testing.T, s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestDecodeClaimsHugeInput: an oversized token is refused before any
+// decoding, in constant memory whatever its size.
+func TestDecodeClaimsHugeInput(t *testing.T) {
+	huge := "eyJhbGciOiJSUzI1NiJ9." + strings.Repeat("A", 16<<20) + ".sig"
+	const runs = 10
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		if _, err := decodeClaims(huge); !errors.Is(err, errNotJWT) {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// Decoding would allocate megabytes; refusing allocates an error.
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 64<<10 {
+		t.Errorf("refusing a 16 MiB token allocated %d bytes, want a constant few", per)
+	}
+	// Just below the bound: decoded, also quickly.
+	big := unsignedJWT(map[string]any{"exp": 1795489200, "pad": strings.Repeat("x", maxJWTLen*3/4-200)})
+	if len(big) > maxJWTLen {
+		t.Fatalf("test token is %d bytes, over the bound", len(big))
+	}
+	if c, err := decodeClaims(big); err != nil || c.Expiry.Unix() != 1795489200 {
+		t.Errorf("near the bound: %v, exp %v", err, c.Expiry)
+	}
 }
 
 func TestReadProjectedToken(t *testing.T) {

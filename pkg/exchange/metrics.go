@@ -29,6 +29,10 @@ type metrics struct {
 	exchanges   *prometheus.CounterVec
 	latency     prometheus.Histogram
 	resolutions *prometheus.CounterVec
+	// exchangesQueued and exchangesRunning count the flights waiting for
+	// an exchange slot and those holding one.
+	exchangesQueued  prometheus.Gauge
+	exchangesRunning prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, s *Source) (*metrics, error) {
@@ -58,6 +62,14 @@ func newMetrics(reg prometheus.Registerer, s *Source) (*metrics, error) {
 			Name: "imds_proxy_identity_resolutions_total",
 			Help: "object_id / msi_res_id selectors resolved to a client id, by how: configured, remembered, trial, not_found, failed.",
 		}, []string{"result"}),
+		exchangesQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imds_proxy_exchanges_queued",
+			Help: "Entra token exchanges waiting for a free slot (the concurrent exchange cap is reached).",
+		}),
+		exchangesRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imds_proxy_exchanges_in_flight",
+			Help: "Entra token exchanges in flight.",
+		}),
 	}
 	// Pre-create the series so dashboards see zeros rather than gaps.
 	m.hit = m.cacheRequests.WithLabelValues(resultHit)
@@ -84,7 +96,7 @@ func newMetrics(reg prometheus.Registerer, s *Source) (*metrics, error) {
 		"Seconds until the soonest-expiring cached token expires (absent while the cache is empty).",
 		nil, nil)}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.cacheRequests, m.refreshes, m.evictions, m.exchanges, m.latency, m.resolutions, entries, soonest} {
+	for _, c := range []prometheus.Collector{m.cacheRequests, m.refreshes, m.evictions, m.exchanges, m.latency, m.resolutions, m.exchangesQueued, m.exchangesRunning, entries, soonest} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -34,7 +34,8 @@ type msalConfig struct {
 // long-lived client per client id (the tenant is fixed), held in an LRU.
 // Keeping the client keeps MSAL's tenant discovery, which lives outside the
 // token cache; creating one per request would repeat discovery every time
-// (imds-protocol.md §6.6).
+// (MSAL Go v1.10.1 apps/internal/oauth/resolvers.go: each client's
+// authorityEndpoint caches the endpoints it resolved).
 type msalAcquirer struct {
 	cfg  msalConfig
 	cred confidential.Credential
@@ -160,7 +161,7 @@ func fromMSALError(err error) error {
 
 // noTokenCache is MSAL's cache accessor that keeps nothing: Replace loads
 // an empty cache and Export discards, so every AcquireTokenByCredential
-// reaches Entra and our cache stays the only one (SPEC §4). MSAL would
+// reaches Entra and our cache stays the only one. MSAL would
 // otherwise answer a refresh from its own cache, judged by the real clock.
 type noTokenCache struct{}
 

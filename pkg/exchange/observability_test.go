@@ -24,7 +24,7 @@ import (
 func TestLogsNeverContainSecrets(t *testing.T) {
 	h := newHarness(t, nil)
 	var buf logBuffer
-	h.src.log = logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.Level(-10)})).WithName("exchange")
+	h.setLogger(logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.Level(-10)})).WithName("exchange"))
 
 	assertion, err := h.src.tf.read()
 	if err != nil {
@@ -54,7 +54,7 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 	h.mustToken(defaultReq(vault))
 	h.mustToken(defaultReq(vault))
 	h.clock.Advance(31 * time.Minute)
-	h.src.Tick(ctx)
+	h.src.round(ctx)
 	h.mustToken(Request{Identity: Selector{Kind: SelectObjectID, Value: "o-" + clientA}, Resource: vault})
 	step = 1
 	h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
@@ -63,7 +63,7 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 	h.token(defaultReq(vault))
 	step = 3
 	h.token(defaultReq("https://other"))
-	h.src.Tick(ctx)
+	h.src.round(ctx)
 	writeSAToken(t, h.file, "system:serviceaccount:default:rotated", t0.Add(3*time.Hour))
 	h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
 
@@ -176,7 +176,7 @@ func TestNewRequiresRegistererAndRejectsDoubleRegistration(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.TickInterval = time.Millisecond })
+	h := newHarness(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.src.Run(ctx) }()
@@ -265,7 +265,7 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 // TestRunReturnsDuringRefresh: cancelling Run's context aborts an
 // in-flight refresh instead of waiting for ExchangeTimeout.
 func TestRunReturnsDuringRefresh(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.TickInterval = time.Millisecond; c.ExchangeTimeout = time.Hour })
+	h := newHarness(t, func(c *Config) { c.ExchangeTimeout = time.Hour })
 	h.mustToken(defaultReq(vault))
 	h.acq.block = make(chan struct{}) // the refresh never gets an answer
 	h.clock.Advance(31 * time.Minute)
@@ -280,7 +280,6 @@ func TestRunReturnsDuringRefresh(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 	// The old token is still there.
-	h.acq.block = nil
 	if h.src.cacheLen() != 1 {
 		t.Error("cache lost its entry")
 	}

@@ -6,108 +6,100 @@ import (
 	"time"
 )
 
-// Run refreshes cached tokens ahead of expiry and evicts idle ones every
-// TickInterval until ctx is done. It returns nil when ctx ends.
+// refreshRetryInterval spaces background refresh attempts for one key after
+// a failure, so an Entra outage does not turn every round into a burst.
+const refreshRetryInterval = 30 * time.Second
+
+// refreshConcurrency bounds the refresh-ahead exchanges one round runs at
+// once. They take their slots from Config.MaxConcurrentExchanges like
+// foreground misses, and never more than half of them (at least one), so
+// a round with many tokens due does not make requests queue behind it.
+const refreshConcurrency = 4
+
+func refreshWorkers(maxConcurrentExchanges int) int {
+	return max(1, min(refreshConcurrency, maxConcurrentExchanges/2))
+}
+
+// minRoundInterval is the shortest sleep between two rounds of Run, a
+// guard against spinning should a due time ever stay in the past.
+const minRoundInterval = time.Second
+
+// Run refreshes cached tokens ahead of expiry and evicts expired and idle
+// ones until ctx is done; it returns nil when ctx ends. It does not tick:
+// after each round it sleeps until the next refresh, eviction or retry is
+// due, or until the cache changes (a token stored, a token handed out for
+// the first time since its fetch, a refresh ended), so an idle proxy wakes
+// only when its refresh schedule needs it.
 func (s *Source) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.TickInterval)
-	defer t.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
+		var wake <-chan time.Time
+		if next := s.round(ctx); !next.IsZero() {
+			timer.Reset(max(next.Sub(s.clock.Now()), minRoundInterval))
+			wake = timer.C
+		} else {
+			timer.Stop()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
-			s.Tick(ctx)
+		case <-s.cache.changed:
+		case <-wake:
 		}
 	}
 }
 
-// Tick does one round of background work at the Clock's current time and
-// returns when it is done:
+// round does one round of background work at the Clock's current time and
+// returns when it is done, with the time the next round is due (zero when
+// nothing is cached):
 //   - an expired entry, or one not handed out for a whole lifetime, is
 //     dropped;
 //   - an entry handed out since its last fetch and past half its lifetime
-//     is refreshed (SPEC §4); a failed refresh keeps the old token and is
-//     retried after refreshRetryInterval.
+//     is refreshed; a failed refresh keeps the old token and is retried
+//     after refreshRetryInterval, or after Entra's Retry-After when that is
+//     later.
 //
-// Run calls Tick on a ticker; tests call it directly after moving their
-// clock.
-func (s *Source) Tick(ctx context.Context) {
-	now := s.clock.Now()
-	type job struct {
-		k    cacheKey
-		seen uint64
+// Run calls it; tests call it directly after moving their clock.
+func (s *Source) round(ctx context.Context) time.Time {
+	due, evicted, next := s.cache.sweep(s.clock.Now())
+	for _, ev := range evicted {
+		s.m.evictions.WithLabelValues(ev.cause).Inc()
+		s.log.V(1).Info("evicted "+ev.cause+" token", "clientID", ev.key.clientID, "scope", ev.key.scope)
 	}
-	var due []job
-	s.mu.Lock()
-	for e := s.lru.Back(); e != nil; {
-		prev := e.Prev()
-		en := e.Value.(*entry)
-		switch {
-		case en.refreshing:
-		case !now.Before(en.tok.ExpiresOn):
-			s.removeLocked(en)
-			s.m.evictions.WithLabelValues("expired").Inc()
-			s.log.V(1).Info("evicted expired token", "clientID", en.key.clientID, "scope", en.key.scope)
-		case now.Sub(en.lastUsed) >= en.lifetime:
-			s.removeLocked(en)
-			s.m.evictions.WithLabelValues("idle").Inc()
-			s.log.V(1).Info("evicted idle token", "clientID", en.key.clientID, "scope", en.key.scope)
-		case en.served && now.Sub(en.fetchedAt) >= en.lifetime/2 && !now.Before(en.nextRefresh):
-			en.refreshing = true
-			due = append(due, job{en.key, en.seq})
-		}
-		e = prev
-	}
-	s.mu.Unlock()
 	if len(due) == 0 {
-		return
+		return next
 	}
-
-	sem := make(chan struct{}, refreshConcurrency)
+	sem := make(chan struct{}, refreshWorkers(s.cfg.MaxConcurrentExchanges))
 	var wg sync.WaitGroup
 	for _, j := range due {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			s.clearRefreshing(j.k, time.Time{})
+			s.cache.refreshDone(j.key, time.Time{})
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s.refresh(ctx, j.k, j.seen)
+			s.refresh(ctx, j)
 		}()
 	}
 	wg.Wait()
+	// The refreshed entries have new due times; refreshDone signalled the
+	// change, so Run goes round once more at once and learns them.
+	return next
 }
 
-// refresh renews one entry through the same singleflight as foreground
-// misses, so a concurrent miss and a refresh make one Entra call. Unlike a
-// foreground exchange it stays bound to ctx, so Run returns promptly when
-// the proxy shuts down.
-func (s *Source) refresh(ctx context.Context, k cacheKey, seen uint64) {
-	_, err, _ := s.sf.Do(k.flightKey(), func() (any, error) {
-		fctx, cancel := context.WithTimeout(ctx, s.cfg.ExchangeTimeout)
-		defer cancel()
-		return s.fetch(fctx, k, seen)
-	})
-	if err != nil {
+// refresh renews one entry; a failure keeps the old token.
+func (s *Source) refresh(ctx context.Context, j refreshJob) {
+	if err := s.ex.refresh(ctx, j.key, j.seen); err != nil {
 		s.m.refreshes.WithLabelValues("failure").Inc()
-		s.clearRefreshing(k, s.clock.Now().Add(refreshRetryInterval))
+		s.cache.refreshDone(j.key, s.clock.Now().Add(refreshRetryInterval))
 		return
 	}
 	s.m.refreshes.WithLabelValues("success").Inc()
-	s.clearRefreshing(k, time.Time{})
-}
-
-func (s *Source) clearRefreshing(k cacheKey, next time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.entries[k]; e != nil {
-		e.refreshing = false
-		if !next.IsZero() {
-			e.nextRefresh = next
-		}
-	}
+	s.cache.refreshDone(j.key, time.Time{})
 }

@@ -6,8 +6,7 @@ import (
 	"strings"
 )
 
-// resolveAndToken serves an object_id / msi_res_id request (SPEC §3.4):
-// resolve the selector to a client id through the configured identities,
+// resolveAndToken serves an object_id / msi_res_id request: resolve the selector to a client id through the configured identities,
 // then through what earlier tokens taught us, and finally by exchanging for
 // every known client id and matching the issued token's oid / xms_mirid
 // claim. Trial exchanges go through the same caches as any request.
@@ -24,10 +23,7 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 		}
 	}
 	sk := selectorKey{kind: kind, value: strings.ToLower(value)}
-	s.mu.Lock()
-	clientID, ok := s.resolved[sk]
-	s.mu.Unlock()
-	if ok {
+	if clientID, ok := s.ids.resolve(sk); ok {
 		s.m.resolutions.WithLabelValues("remembered").Inc()
 		return s.token(ctx, clientID, scope, req, false)
 	}
@@ -51,15 +47,13 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 			continue
 		}
 		if strings.EqualFold(claimFor(cl, kind), value) {
-			s.mu.Lock()
-			s.rememberResolutionLocked(sk, c)
-			s.mu.Unlock()
+			s.ids.remember(sk, c)
 			s.m.resolutions.WithLabelValues("trial").Inc()
 			s.log.V(1).Info("resolved identity by trial exchange", "selector", kind.String(), "value", value, "clientID", c)
 			if req.ForceRefresh || req.RefreshTokenSHA256 != "" {
 				return s.token(ctx, c, scope, req, false)
 			}
-			s.markServed(cacheKey{tenant: s.cfg.TenantID, clientID: c, scope: scope}, tok.AccessToken)
+			s.cache.markServed(cacheKey{tenant: s.cfg.TenantID, clientID: c, scope: scope}, tok.AccessToken, s.clock.Now())
 			return tok, nil
 		}
 	}
@@ -78,7 +72,8 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 // order: the default identity, the configured ones, then those seen in
 // successful requests.
 func (s *Source) candidates() []string {
-	out := make([]string, 0, 1+len(s.cfg.Identities)+len(s.seen))
+	seen := s.ids.seenClients()
+	out := make([]string, 0, 1+len(s.cfg.Identities)+len(seen))
 	add := func(id string) {
 		id = normalizeID(id)
 		if id == "" {
@@ -95,9 +90,6 @@ func (s *Source) candidates() []string {
 	for _, id := range s.cfg.Identities {
 		add(id.ClientID)
 	}
-	s.mu.Lock()
-	seen := append([]string(nil), s.seen...)
-	s.mu.Unlock()
 	for _, id := range seen {
 		add(id)
 	}

@@ -9,7 +9,8 @@ const defaultScopeSuffix = "/.default"
 // Entra derives a v1 audience from everything before the last slash, so
 // "https://database.windows.net/" must become
 // "https://database.windows.net//.default" to keep its trailing slash
-// (imds-protocol.md §6.2; azure-workload-identity getScope).
+// (azure-workload-identity pkg/proxy getScope does the same; see
+// docs/imds-protocol.md).
 func scopeFor(resource string) string {
 	if strings.HasSuffix(resource, defaultScopeSuffix) {
 		return resource

@@ -216,19 +216,19 @@ func TestRefreshAheadOnlyForServedEntries(t *testing.T) {
 	h.mustToken(defaultReq(vault))                                                                  // A: fetched and handed out
 	h.mustToken(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault}) // B
 	h.clock.Advance(29 * time.Minute)
-	h.src.Tick(ctx)
+	h.src.round(ctx)
 	if got := h.acq.count(); got != 2 {
 		t.Fatalf("before half-life: exchanges = %d, want 2", got)
 	}
 	h.clock.Advance(time.Minute) // half-life reached
-	h.src.Tick(ctx)
+	h.src.round(ctx)
 	if got := h.acq.count(); got != 4 {
 		t.Fatalf("at half-life: exchanges = %d, want 4 (both handed out since fetch)", got)
 	}
 	// A is used again after its refresh, B is not.
 	h.mustToken(defaultReq(vault))
 	h.clock.Advance(30 * time.Minute)
-	h.src.Tick(ctx)
+	h.src.round(ctx)
 	if got, want := h.acq.callsFor(clientA, vaultSc), 3; got != want {
 		t.Errorf("A exchanges = %d, want %d", got, want)
 	}
@@ -251,7 +251,7 @@ func TestRefreshFailureKeepsToken(t *testing.T) {
 	first := h.mustToken(defaultReq(vault))
 	h.acq.respond = func(n int, c call) (acquired, error) { return acquired{}, upstream(500, `{"error":"server_error"}`) }
 	h.clock.Advance(31 * time.Minute)
-	h.src.Tick(context.Background())
+	h.src.round(context.Background())
 	if got := h.counter(h.src.m.refreshes, "failure"); got != 1 {
 		t.Fatalf("refresh failures = %v, want 1", got)
 	}
@@ -260,12 +260,12 @@ func TestRefreshFailureKeepsToken(t *testing.T) {
 		t.Error("refresh failure lost the cached token")
 	}
 	// The next attempt waits refreshRetryInterval.
-	h.src.Tick(context.Background())
+	h.src.round(context.Background())
 	if got := h.acq.count(); got != 2 {
 		t.Errorf("exchanges = %d, want 2 (retry delayed)", got)
 	}
 	h.clock.Advance(refreshRetryInterval)
-	h.src.Tick(context.Background())
+	h.src.round(context.Background())
 	if got := h.acq.count(); got != 3 {
 		t.Errorf("exchanges = %d, want 3", got)
 	}
@@ -279,19 +279,19 @@ func TestIdleEviction(t *testing.T) {
 	h.mustToken(defaultReq(vault))
 	h.mustToken(defaultReq("https://storage.azure.com"))
 	h.clock.Advance(30 * time.Minute)
-	h.src.Tick(context.Background()) // both refreshed (handed out at fetch)
+	h.src.round(context.Background()) // both refreshed (handed out at fetch)
 	if got := h.acq.count(); got != 4 {
 		t.Fatalf("exchanges = %d, want 4", got)
 	}
 	h.clock.Advance(15 * time.Minute)
 	h.mustToken(defaultReq("https://storage.azure.com")) // storage used again
 	h.clock.Advance(15*time.Minute - time.Second)
-	h.src.Tick(context.Background())
+	h.src.round(context.Background())
 	if got := h.src.cacheLen(); got != 2 {
 		t.Fatalf("entries = %d, want 2 (vault idle 1s short of its lifetime)", got)
 	}
 	h.clock.Advance(time.Second) // vault idle for exactly its lifetime, 30 min before expiry
-	h.src.Tick(context.Background())
+	h.src.round(context.Background())
 	if got := h.src.cacheLen(); got != 1 {
 		t.Fatalf("entries = %d, want 1", got)
 	}
@@ -591,48 +591,6 @@ func TestResolveTransientFailureIsNotNotFound(t *testing.T) {
 	}
 }
 
-func TestConfigDefaultsAndValidation(t *testing.T) {
-	cfg, err := Config{TenantID: "t", TokenFile: "/f"}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.AuthorityHost != DefaultAuthorityHost || cfg.ExchangeTimeout != 15*time.Second || cfg.MinRemaining != 10*time.Minute ||
-		cfg.StaleGrace != 5*time.Minute || cfg.NegativeTTL != 30*time.Second || cfg.ForceRefreshInterval != 30*time.Second ||
-		cfg.MaxIdentities != 64 || cfg.MaxEntries != 1024 || cfg.TickInterval != 10*time.Second {
-		t.Errorf("defaults = %+v", cfg)
-	}
-	bad := []Config{
-		{TokenFile: "/f"},
-		{TenantID: "t"},
-		{TenantID: "t/x", TokenFile: "/f"},
-		{TenantID: "t", TokenFile: "/f", AuthorityHost: "http://login.microsoftonline.com/"},
-		{TenantID: "t", TokenFile: "/f", AuthorityHost: "login.microsoftonline.com"},
-		{TenantID: "t", TokenFile: "/f", Identities: []Identity{{ObjectID: "o"}}},
-	}
-	for _, c := range bad {
-		if _, err := c.withDefaults(); err == nil {
-			t.Errorf("withDefaults(%+v) accepted", c)
-		}
-	}
-}
-
-func TestInstanceDiscoveryDecision(t *testing.T) {
-	cases := map[string]bool{
-		"https://login.microsoftonline.com/":  true,
-		"https://LOGIN.MICROSOFTONLINE.US":    true,
-		"https://login.chinacloudapi.cn/":     true,
-		"https://127.0.0.1:8443/":             false,
-		"https://localhost:8443/":             false,
-		"https://login.example.internal/":     false,
-		"https://login.microsoftonline.com.x": false,
-	}
-	for host, want := range cases {
-		if got := instanceDiscovery(host); got != want {
-			t.Errorf("instanceDiscovery(%q) = %v, want %v", host, got, want)
-		}
-	}
-}
-
 // TestTrialTokensAreNotRefreshed: identities tried in vain while resolving
 // an object id are not marked in use, so only the match is refreshed.
 func TestTrialTokensAreNotRefreshed(t *testing.T) {
@@ -644,16 +602,16 @@ func TestTrialTokensAreNotRefreshed(t *testing.T) {
 		t.Fatalf("ClientID = %q", tok.ClientID)
 	}
 	h.clock.Advance(30 * time.Minute)
-	h.src.Tick(context.Background())
+	h.src.round(context.Background())
 	if a, b := h.acq.callsFor(clientA, vaultSc), h.acq.callsFor(clientB, vaultSc); a != 1 || b != 2 {
 		t.Errorf("exchanges A=%d B=%d, want 1 and 2", a, b)
 	}
 	// The unused trial entry goes after a lifetime.
 	h.clock.Advance(30 * time.Minute)
-	h.src.Tick(context.Background())
-	h.src.mu.Lock()
-	_, hasA := h.src.entries[cacheKey{"tenant-1", clientA, vaultSc}]
-	h.src.mu.Unlock()
+	h.src.round(context.Background())
+	h.src.cache.mu.Lock()
+	_, hasA := h.src.cache.entries[cacheKey{"tenant-1", clientA, vaultSc}]
+	h.src.cache.mu.Unlock()
 	if hasA {
 		t.Error("trial entry of A not evicted")
 	}
@@ -706,7 +664,7 @@ func TestExpiredEntriesEvicted(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	h.clock.Advance(5 * time.Minute)
-	h.src.Tick(context.Background())
+	h.src.round(context.Background())
 	if n := h.src.cacheLen(); n != 0 {
 		t.Errorf("entries = %d, want 0", n)
 	}
@@ -715,26 +673,6 @@ func TestExpiredEntriesEvicted(t *testing.T) {
 	}
 	if _, ok := h.src.SoonestExpiry(); ok {
 		t.Error("SoonestExpiry reports a token after eviction")
-	}
-}
-
-func TestResourceManagerFor(t *testing.T) {
-	cases := []struct {
-		host string
-		want string
-		ok   bool
-	}{
-		{"https://login.microsoftonline.com/", "https://management.azure.com/", true},
-		{"https://login.microsoftonline.us", "https://management.usgovcloudapi.net/", true},
-		{"https://LOGIN.CHINACLOUDAPI.CN/", "https://management.chinacloudapi.cn/", true},
-		{"https://localhost:8443/", "https://management.azure.com/", false},
-		{"::not a url", "https://management.azure.com/", false},
-	}
-	for _, tc := range cases {
-		got, ok := ResourceManagerFor(tc.host)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("ResourceManagerFor(%q) = %q, %v; want %q, %v", tc.host, got, ok, tc.want, tc.ok)
-		}
 	}
 }
 
@@ -748,18 +686,18 @@ func TestNegativeCacheBounded(t *testing.T) {
 	}
 	h.clock.Advance(DefaultNegativeTTL) // all three expired
 	h.token(defaultReq("https://bad3")) // purges the expired ones
-	h.src.mu.Lock()
-	n := len(h.src.negative)
-	h.src.mu.Unlock()
+	h.src.cache.mu.Lock()
+	n := len(h.src.cache.negative)
+	h.src.cache.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("negative entries = %d, want 1", n)
 	}
 	for i := 4; i < 7; i++ {
 		h.token(defaultReq(fmt.Sprintf("https://bad%d", i)))
 	}
-	h.src.mu.Lock()
-	n = len(h.src.negative)
-	h.src.mu.Unlock()
+	h.src.cache.mu.Lock()
+	n = len(h.src.cache.negative)
+	h.src.cache.mu.Unlock()
 	if n > 3 {
 		t.Errorf("negative entries = %d, want <= 3", n)
 	}
@@ -773,9 +711,9 @@ func TestResolutionsBounded(t *testing.T) {
 	for _, id := range []string{"c1", "c2", "c3"} {
 		h.mustToken(Request{Identity: Selector{Kind: SelectClientID, Value: id}, Resource: vault})
 	}
-	h.src.mu.Lock()
-	n := len(h.src.resolved)
-	h.src.mu.Unlock()
+	h.src.ids.mu.Lock()
+	n := len(h.src.ids.resolved)
+	h.src.ids.mu.Unlock()
 	if n > 2 {
 		t.Errorf("resolutions = %d, want <= 2", n)
 	}

@@ -87,7 +87,8 @@ func tokenFileError(path string, err error) *Error {
 }
 
 // tokenFile re-reads the projected token on every exchange and notices when
-// its content changes, so the negative cache can be cleared (SPEC §4).
+// its content changes, so the remembered failures can be cleared (a new
+// projected token may match a federated credential the old one did not).
 type tokenFile struct {
 	path string
 

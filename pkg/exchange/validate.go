@@ -1,0 +1,135 @@
+package exchange
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// FieldError is one invalid field of a Config. Field is the name of the
+// Config field, with the index for an element of a slice
+// ("Identities[2].ClientID"), so a command can name the flag or variable the
+// value came from; Value is the offending value as text.
+type FieldError struct {
+	Field string
+	Value string
+	Err   error
+}
+
+// Error reads `TenantID "a/b": contains '/', ...`.
+func (e *FieldError) Error() string {
+	return e.Field + " " + strconv.Quote(e.Value) + ": " + e.Err.Error()
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+var errRequired = errors.New("is required")
+
+// Validate reports every invalid field of cfg, as one *FieldError per
+// problem joined with errors.Join (visit them through the joined error's
+// Unwrap() []error), or nil. Zero durations and counts and an empty
+// AuthorityHost are valid: they mean the defaults. It does no I/O: a token
+// file that does not exist yet is not an error here.
+func (cfg Config) Validate() error {
+	var errs []error
+	add := func(field, value string, err error) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Err: err})
+	}
+	if err := checkTenant(cfg.TenantID); err != nil {
+		add("TenantID", cfg.TenantID, err)
+	}
+	if cfg.AuthorityHost != "" {
+		if err := checkAuthorityHost(cfg.AuthorityHost); err != nil {
+			add("AuthorityHost", cfg.AuthorityHost, err)
+		}
+	}
+	if strings.TrimSpace(cfg.TokenFile) == "" {
+		add("TokenFile", cfg.TokenFile, errRequired)
+	}
+	for i, id := range cfg.Identities {
+		if strings.TrimSpace(id.ClientID) == "" {
+			add(fmt.Sprintf("Identities[%d].ClientID", i), id.ClientID, errRequired)
+		}
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"ExchangeTimeout", cfg.ExchangeTimeout},
+		{"MinRemaining", cfg.MinRemaining},
+		{"StaleGrace", cfg.StaleGrace},
+		{"NegativeTTL", cfg.NegativeTTL},
+		{"ForceRefreshInterval", cfg.ForceRefreshInterval},
+	} {
+		if d.v < 0 {
+			add(d.field, d.v.String(), errors.New("must not be negative"))
+		}
+	}
+	for _, n := range []struct {
+		field string
+		v     int
+	}{
+		{"MaxIdentities", cfg.MaxIdentities},
+		{"MaxEntries", cfg.MaxEntries},
+		{"MaxConcurrentExchanges", cfg.MaxConcurrentExchanges},
+	} {
+		if n.v < 0 {
+			add(n.field, strconv.Itoa(n.v), errors.New("must not be negative"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkTenant accepts what can stand as the tenant segment of the
+// authority URL: a tenant GUID or domain name. MSAL Go takes the first path
+// segment of the authority as the tenant, and reads "adfs" and "dstsv2"
+// there as other kinds of authority (MSAL Go v1.10.1
+// authority.NewInfoFromAuthorityURI).
+func checkTenant(tenant string) error {
+	if strings.TrimSpace(tenant) == "" {
+		return errRequired
+	}
+	for _, r := range tenant {
+		if strings.ContainsRune("/?#%", r) || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("contains %q, which cannot stand in the tenant segment of the authority URL", r)
+		}
+	}
+	switch strings.ToLower(tenant) {
+	case "adfs", "dstsv2":
+		return fmt.Errorf("names an MSAL authority type, not an Entra tenant")
+	}
+	return nil
+}
+
+// checkAuthorityHost accepts an https URL made of a host, an optional port
+// and an optional "/": the tenant is appended to it, and MSAL takes the
+// first path segment as the tenant.
+func checkAuthorityHost(host string) error {
+	u, err := url.Parse(host)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole value
+		}
+		return fmt.Errorf("is not a URL: %w", err)
+	}
+	switch {
+	case u.Scheme != "https":
+		return errors.New("must be an https URL")
+	case u.Opaque != "" || u.Hostname() == "":
+		return errors.New("has no host")
+	case u.User != nil:
+		return errors.New("must not carry user information")
+	case u.RawQuery != "" || u.ForceQuery:
+		return errors.New("must not carry a query")
+	case u.Fragment != "" || strings.Contains(host, "#"):
+		return errors.New("must not carry a fragment")
+	case u.Path != "" && u.Path != "/":
+		return errors.New(`must have no path beyond "/"`)
+	}
+	return nil
+}
