@@ -408,9 +408,9 @@ func (c *Cluster) PIDs() map[string]int {
 	return out
 }
 
-// Close stops the controller manager, the API server, then etcd (SIGTERM, SIGKILL after a few
-// seconds), deletes the cluster's own namespace if it made one, and
-// removes Dir. It is safe to call twice and from a signal handler.
+// Close stops the controller manager, the API server, then etcd (SIGTERM,
+// SIGKILL after a few seconds), deletes the cluster's own namespace if it
+// made one, and removes Dir. It is safe to call twice and from a signal handler.
 func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() { c.closeErr = c.close() })
 	return c.closeErr
