@@ -176,7 +176,12 @@ func removeCgroup(mounts []string, root string, timeout time.Duration) error {
 }
 
 // cleanStaleCgroups ends the processes of, and removes, the cgroups of
-// nodes whose test process is gone (named imdsp-<pid>-...).
+// nodes whose test process is gone (named imdsp-<pid>-...). The node's
+// daemons go first: a kubelet still running would restart the containers
+// as fast as they are killed. They are not in the cgroup, but each names
+// the node's directory (os.TempDir()/<cgroup name>) on its command line:
+// containerd and the kubelet their configuration, each runc shim
+// containerd's socket.
 func cleanStaleCgroups() error {
 	mounts, err := hostCgroupMounts()
 	if err != nil {
@@ -196,7 +201,40 @@ func cleanStaleCgroups() error {
 	}
 	var errs []error
 	for root := range stale {
-		errs = append(errs, killCgroup(mounts, root, 10*time.Second), removeCgroup(mounts, root, 10*time.Second))
+		dir := filepath.Join(os.TempDir(), strings.TrimPrefix(root, "/"))
+		errs = append(errs,
+			killReferencing(dir+"/", 10*time.Second),
+			killCgroup(mounts, root, 10*time.Second),
+			removeCgroup(mounts, root, 10*time.Second))
 	}
 	return errors.Join(errs...)
+}
+
+// killReferencing sends SIGKILL, by pid, to every process whose command
+// line contains s, until none is left or timeout passes.
+func killReferencing(s string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var pids []int
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid <= 1 || pid == os.Getpid() {
+				continue
+			}
+			if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.Contains(string(b), s) {
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v naming %s still running after %s", pids, s, timeout)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -45,7 +45,7 @@
 // Ctrl-C): the kubelet, then every process of the node's cgroup, then
 // containerd, then whatever is left in its mount namespace (runc's
 // shims), all by pid; then the cgroup, the bridge and Dir. A run that was
-// killed leaves a cgroup named after its pid: CleanStale ends its
-// processes and removes it, and podenv.CleanStale removes its namespaces
-// and directories.
+// killed leaves a cgroup named after its pid: CleanStale ends the daemons
+// that name its directory and the processes of the cgroup, by pid, and
+// removes it; podenv.CleanStale removes its namespaces and directories.
 package kubenode

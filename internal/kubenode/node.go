@@ -445,10 +445,11 @@ func killMountNamespace(mntns string, timeout time.Duration) error {
 	}
 }
 
-// CleanStale removes what nodes of killed runs left: it ends the processes
-// of their cgroups and removes those cgroups. Their namespaces (with
-// containerd, the kubelet and the shims) and directories are podenv's
-// (podenv.CleanStale): call this first, so no container outlives its node.
+// CleanStale removes what nodes of killed runs left: it ends, by pid,
+// their kubelets, containerd and shims, then every process of their
+// cgroups, and removes those cgroups. Their namespaces and directories are
+// podenv's (podenv.CleanStale): call this first, so no container outlives
+// its node.
 func CleanStale() error { return cleanStaleCgroups() }
 
 // KubeletPods returns the pods the kubelet runs, with the status it sees,

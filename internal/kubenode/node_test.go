@@ -82,11 +82,12 @@ func pauseArchive(t *testing.T, ref string) string {
 	return archive
 }
 
-// TestNodeLifecycle runs a static pod (a native sidecar and a container)
-// on a node in a namespace of its own, checks what the kubelet reports and
-// what CNI made, then closes the node and checks that nothing is left:
-// processes, cgroups, the bridge, the directory.
-func TestNodeLifecycle(t *testing.T) {
+// startPausePod starts a node in a network namespace of its own and runs
+// the static pod "lifecycle" on it (a native sidecar and a container, both
+// the pause image), and returns once the kubelet reports it running. The
+// node and the namespace are removed when t ends.
+func startPausePod(t *testing.T) (*Node, string, corev1.Pod) {
+	t.Helper()
 	skipUnlessNode(t)
 	podenvtest.CloseOnSignal()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -106,7 +107,6 @@ func TestNodeLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("node start: %s", time.Since(start).Round(time.Millisecond))
-	closed := false
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, f := range []string{n.ContainerdLog, n.KubeletLog} {
@@ -114,9 +114,7 @@ func TestNodeLifecycle(t *testing.T) {
 				t.Logf("--- %s:\n%s", f, tailLines(string(b), 80))
 			}
 		}
-		if !closed {
-			_ = n.Close()
-		}
+		_ = n.Close()
 	})
 	if err := n.ImportImage(ctx, archive); err != nil {
 		t.Fatal(err)
@@ -153,6 +151,15 @@ func TestNodeLifecycle(t *testing.T) {
 		return false, fmt.Sprintf("%d pods: %s", len(pods), podSummary(pods))
 	})
 	t.Logf("static pod written -> running: %s", time.Since(start).Round(time.Millisecond))
+	return n, ns, got
+}
+
+// TestNodeLifecycle runs a static pod (a native sidecar and a container)
+// on a node in a namespace of its own, checks what the kubelet reports and
+// what CNI made, then closes the node and checks that nothing is left:
+// processes, cgroups, the bridge, the directory.
+func TestNodeLifecycle(t *testing.T) {
+	n, ns, got := startPausePod(t)
 	ip, err := netip.ParseAddr(got.Status.PodIP)
 	if err != nil || !DefaultPodSubnet.Contains(ip) || ip == n.Gateway {
 		t.Errorf("pod IP %q, want an address of %s other than the gateway %s", got.Status.PodIP, DefaultPodSubnet, n.Gateway)
@@ -174,7 +181,6 @@ func TestNodeLifecycle(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	closed = true
 	for _, m := range n.cgroupFS {
 		if _, err := os.Stat(filepath.Join(m, n.cgroup)); err == nil {
 			t.Errorf("cgroup %s left in %s", n.cgroup, m)
