@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X github.com/imds-proxy/imds-proxy/pkg/version.Version=$(VERSI
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$(PATH)" KEEP=$(KEEP))
 
-.PHONY: all build deps kubebin test test-k8s unit e2e sandbox bench images images-local fmt vet clean
+.PHONY: all build deps kubebin test test-k8s unit e2e sandbox bench fuzz images images-local fmt vet clean
 
 all: build
 
@@ -61,6 +61,15 @@ sandbox: deps
 ## never fails on a missed target. E.g. make bench BENCH_FLAGS='-d 10s -rounds 5'
 bench: deps
 	$(ROOT) $(GO) run ./test/bench/cmd/imds-bench $(BENCH_FLAGS)
+
+## fuzz: every fuzz target of the repository (found with `go test -list`),
+## FUZZTIME each; needs no root. FUZZ (a regexp) narrows the targets and
+## FUZZ_PKGS the packages, e.g.
+## make fuzz FUZZTIME=5m FUZZ='FuzzClassify|FuzzParseTokenQuery' FUZZ_PKGS=./pkg/imds
+## A failing input lands in testdata/fuzz/ of its package: commit it as a seed.
+FUZZTIME ?= 30s
+fuzz:
+	GO='$(GO)' FUZZTIME='$(FUZZTIME)' FUZZ='$(FUZZ)' FUZZ_PKGS='$(FUZZ_PKGS)' ./hack/fuzz.sh
 
 ## images: multi-arch images with docker buildx (needs a Docker engine).
 images:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,26 +38,42 @@ const (
 const (
 	// DefaultUpstream is the real IMDS.
 	DefaultUpstream = "http://169.254.169.254"
-	// DefaultPassthroughTimeout bounds one forwarded request (SPEC §3.6).
+	// DefaultPassthroughTimeout bounds one forwarded request, headers and
+	// body.
 	DefaultPassthroughTimeout = 5 * time.Second
 	// DefaultShutdownDelay is how long the proxy keeps serving after
-	// SIGTERM (SPEC §3.1).
+	// SIGTERM: apps shutting down beside a regular sidecar may still need
+	// a token.
 	DefaultShutdownDelay = 5 * time.Second
 	// DefaultDrainTimeout bounds the wait for in-flight requests after the
 	// shutdown delay. It exceeds the default exchange timeout (15 s), so a
 	// token request waiting on Entra can finish.
 	DefaultDrainTimeout = 20 * time.Second
+	// DefaultMaxConnections bounds the connections the loopback listener
+	// serves at once. Real pods open a few dozen at most (a keep-alive
+	// pool per process). Each served connection holds a goroutine and
+	// 15-20 KiB, about 32 KiB while a request head up to the header cap is
+	// read (BenchmarkHostileConnections), so 1024 keeps a flood of
+	// connections near 32 MiB, inside a sidecar's memory limit; further
+	// connections wait in the kernel's accept queue (docs/security.md).
+	DefaultMaxConnections = 1024
+	// DefaultExemptUID is the UID of the proxy image (USER 1501:1501),
+	// which proxy-init exempts from the redirect.
+	DefaultExemptUID = 1501
 )
+
+// maxUID is the largest user ID; (uid_t)-1 means "no user".
+const maxUID = 1<<32 - 2
 
 // HopHeader marks requests the proxy forwards to the real IMDS. Seeing it on
 // an incoming request means the forwarded request was redirected back to
-// the proxy (SPEC §3.6).
+// the proxy: the iptables rules do not exempt the proxy's UID.
 const HopHeader = "X-Imds-Proxy-Hop"
 
 // ProbeHeader marks the warm-up token request of `proxy --probe`. When such a
 // request fails, the proxy logs the diagnosis at error level: kubelet
 // discards the output of a postStart hook that exits 0, so the proxy's own
-// log is where users look (SPEC §3.7).
+// log is where users look.
 const ProbeHeader = "X-Imds-Proxy-Probe"
 
 // Config configures a Server.
@@ -76,6 +93,12 @@ type Config struct {
 	ShutdownDelay time.Duration
 	// DrainTimeout bounds the wait for in-flight requests after the delay.
 	DrainTimeout time.Duration
+	// MaxConnections bounds the connections Serve serves at once; 0 means
+	// DefaultMaxConnections. Further connections wait to be accepted.
+	MaxConnections int
+	// ExemptUID is the UID proxy-init exempts from the redirect, named by
+	// the reply to a passthrough loop; 0 means DefaultExemptUID.
+	ExemptUID int
 	// Gatherer is served on /metrics; nil answers /metrics with 404.
 	Gatherer prometheus.Gatherer
 	// ProbeDiagnostics returns extra key/value pairs for the error line
@@ -89,22 +112,26 @@ type Config struct {
 	After func(time.Duration) <-chan time.Time
 }
 
-// withDefaults fills zero fields and validates the rest.
-func (c Config) withDefaults() (Config, *url.URL, error) {
+// withDefaults fills the zero fields that stand for a default. It
+// validates nothing: New calls Validate on its result.
+func (c Config) withDefaults() Config {
 	if c.Upstream == "" {
 		c.Upstream = DefaultUpstream
 	}
 	if c.InstanceMetadata == "" {
 		c.InstanceMetadata = InstanceMetadataPassthrough
 	}
-	if c.PassthroughTimeout <= 0 {
+	if c.PassthroughTimeout == 0 {
 		c.PassthroughTimeout = DefaultPassthroughTimeout
 	}
-	if c.ShutdownDelay < 0 {
-		c.ShutdownDelay = 0
-	}
-	if c.DrainTimeout <= 0 {
+	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.ExemptUID == 0 {
+		c.ExemptUID = DefaultExemptUID
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -112,38 +139,89 @@ func (c Config) withDefaults() (Config, *url.URL, error) {
 	if c.After == nil {
 		c.After = time.After
 	}
-	var errs []error
-	if c.TenantID == "" {
-		errs = append(errs, errors.New("tenant id is required"))
-	}
-	switch c.InstanceMetadata {
-	case InstanceMetadataPassthrough, InstanceMetadataBlock:
-	default:
-		errs = append(errs, fmt.Errorf("instance metadata mode %q is neither %q nor %q",
-			c.InstanceMetadata, InstanceMetadataPassthrough, InstanceMetadataBlock))
-	}
-	u, err := ParseUpstream(c.Upstream)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	return c, u, errors.Join(errs...)
+	return c
 }
 
-// ParseUpstream validates an upstream IMDS URL: http or https, a host, and
-// nothing but an optional "/" as path.
+// FieldError is one invalid field of a Config: the same type as
+// exchange.FieldError, so a command maps the problems of both configurations
+// to its flags alike. Field names the Config field, Value is the offending
+// value as text.
+type FieldError = exchange.FieldError
+
+// Validate reports every invalid field of c, each as a *FieldError, joined
+// with errors.Join, or nil when c is valid. Zero values are valid where
+// they stand for a default that New fills in; TenantID is required.
+func (c Config) Validate() error {
+	var errs []error
+	invalid := func(field, value string, err error) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Err: err})
+	}
+	if err := exchange.CheckTenantID(c.TenantID); err != nil {
+		invalid("TenantID", c.TenantID, err)
+	}
+	if c.Upstream != "" {
+		if _, err := parseUpstream(c.Upstream); err != nil {
+			invalid("Upstream", c.Upstream, err)
+		}
+	}
+	switch c.InstanceMetadata {
+	case "", InstanceMetadataPassthrough, InstanceMetadataBlock:
+	default:
+		invalid("InstanceMetadata", string(c.InstanceMetadata),
+			fmt.Errorf("must be %q or %q", InstanceMetadataPassthrough, InstanceMetadataBlock))
+	}
+	for _, d := range [...]struct {
+		field string
+		value time.Duration
+	}{
+		{"PassthroughTimeout", c.PassthroughTimeout},
+		{"ShutdownDelay", c.ShutdownDelay},
+		{"DrainTimeout", c.DrainTimeout},
+	} {
+		if d.value < 0 {
+			invalid(d.field, d.value.String(), errNegative)
+		}
+	}
+	if c.MaxConnections < 0 {
+		invalid("MaxConnections", strconv.Itoa(c.MaxConnections), errNegative)
+	}
+	if c.ExemptUID < 0 || c.ExemptUID > maxUID {
+		invalid("ExemptUID", strconv.Itoa(c.ExemptUID), fmt.Errorf("is not a UID (0 to %d)", maxUID))
+	}
+	return errors.Join(errs...)
+}
+
+var errNegative = errors.New("must not be negative")
+
+// ParseUpstream validates an upstream IMDS URL: http or https, a host, an
+// optional port, and nothing but an optional "/" as path.
 func ParseUpstream(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
+	u, err := parseUpstream(s)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: %w", s, err)
 	}
+	return u, nil
+}
+
+// parseUpstream is ParseUpstream with errors that do not repeat the value.
+func parseUpstream(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("upstream %q: scheme must be http or https", s)
+		return nil, errors.New("scheme must be http or https")
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("upstream %q: host is missing", s)
+		return nil, errors.New("host is missing")
 	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("upstream %q: must be scheme://host[:port] without path, query or credentials", s)
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("port %q is not a port number", p)
+		}
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
+		return nil, errors.New("must be scheme://host[:port] without path, query or credentials")
 	}
 	u.Path = ""
 	return u, nil

@@ -3,12 +3,14 @@
 // pod's loopback interface.
 //
 // It owns request routing around a pure path normaliser, the validation
-// order of SPEC §3.2, the IMDS wire format of token replies and errors, the
-// mapping of token-source failures to HTTP statuses, the passthrough of the
-// non-identity IMDS categories to the real IMDS, the health, metrics and
-// quit endpoints, request metrics and per-request logs, and the graceful
-// shutdown sequence. It obtains tokens through the small TokenSource
-// interface it declares; pkg/exchange implements it.
+// order of token requests (docs/imds-protocol.md), the refusal of requests
+// that would hold or tunnel a connection, the IMDS wire format of token
+// replies and errors, the mapping of token-source failures to HTTP
+// statuses, the passthrough of the non-identity IMDS categories to the real
+// IMDS, the health, metrics and quit endpoints, request metrics and
+// per-request logs, the bounds on every connection (docs/security.md), and
+// the graceful shutdown sequence. It obtains tokens through the small
+// TokenSource interface it declares; pkg/exchange implements it.
 //
 // The package reads no environment variables or flags and keeps no global
 // state: everything comes in through Config, the TokenSource, a logr.Logger

@@ -3,6 +3,7 @@ package imds
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"io"
 	"net"
@@ -132,10 +133,13 @@ func newTestServer(t *testing.T, cfg Config, src TokenSource) (*Server, *prometh
 	return s, reg
 }
 
-// serve runs s.Handler on an httptest server on 127.0.0.1.
+// serve runs s.Handler on an httptest server on 127.0.0.1, with the
+// http.Server settings of the proxy's own listener.
 func serve(t *testing.T, s *Server) *httptest.Server {
 	t.Helper()
-	hs := httptest.NewServer(s.Handler())
+	hs := httptest.NewUnstartedServer(nil)
+	hs.Config = s.newHTTPServer(s.Handler())
+	hs.Start()
 	t.Cleanup(hs.Close)
 	return hs
 }
@@ -143,12 +147,17 @@ func serve(t *testing.T, s *Server) *httptest.Server {
 // rawResponse is a parsed HTTP response with its body read.
 type rawResponse struct {
 	status int
-	header http.Header
-	body   string
+	// statusLine is the status code and reason phrase, "400 Bad Request".
+	statusLine string
+	header     http.Header
+	body       string
 	// chunked is true when the reply used chunked transfer encoding.
 	chunked bool
 	// contentLength is the Content-Length the reply declared, or -1.
 	contentLength int64
+	// close is true when the reply said "Connection: close" (net/http
+	// removes that header when it reads a response).
+	close bool
 }
 
 // rawRequest writes request (a complete HTTP/1.1 request head, "\r\n"
@@ -190,7 +199,8 @@ func rawRequest(t *testing.T, addr, method, target string, headers ...string) ra
 		t.Fatalf("read body: %v", err)
 	}
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
-	return rawResponse{status: resp.StatusCode, header: resp.Header, body: string(body), chunked: chunked, contentLength: resp.ContentLength}
+	return rawResponse{status: resp.StatusCode, statusLine: resp.Status, header: resp.Header, body: string(body), chunked: chunked,
+		contentLength: resp.ContentLength, close: resp.Close}
 }
 
 func hostOf(hs *httptest.Server) string { return strings.TrimPrefix(hs.URL, "http://") }
@@ -214,3 +224,22 @@ func golden(t *testing.T, name, got string) {
 }
 
 func testLogger(t *testing.T) logr.Logger { return testr.New(t) }
+
+// checkErrorBody fails unless body is the IMDS error shape: a JSON object
+// with exactly the keys error and error_description, both non-empty
+// strings.
+func checkErrorBody(t *testing.T, body []byte) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("error body %q is not a JSON object: %v", body, err)
+	}
+	if len(m) != 2 {
+		t.Fatalf("error body %s has keys other than error and error_description", body)
+	}
+	for _, k := range []string{"error", "error_description"} {
+		if v, ok := m[k].(string); !ok || v == "" {
+			t.Fatalf("error body %s: %s is %#v; want a non-empty string", body, k, m[k])
+		}
+	}
+}

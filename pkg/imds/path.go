@@ -24,12 +24,12 @@ const maxDecodeRounds = 8
 const maxPathLength = 2048
 
 // passthroughCategories are the IMDS categories that are forwarded to the
-// real IMDS (SPEC §3.6). Everything else under /metadata/ is answered 404,
+// real IMDS. Everything else under /metadata/ is answered 404,
 // and /metadata/identity never leaves the proxy.
 var passthroughCategories = [...]string{"instance", "versions", "attested", "scheduledevents", "loadbalancer"}
 
 // NormalizePath returns the normalised form of a raw (still escaped) request
-// path, as SPEC §3.2 defines it: percent-decoded until stable, backslashes
+// path: percent-decoded until stable, backslashes
 // turned into slashes, repeated slashes collapsed, dot segments resolved,
 // and lower-cased. A trailing slash survives normalisation. ok is false when
 // the path did not become stable within a few decoding rounds; such a path
@@ -254,8 +254,8 @@ func classify(requestURI string) routeClass {
 	return routeNotFound
 }
 
-// isTokenRaw reports whether a raw path is the token endpoint as SPEC §3.2
-// allows it to be spelled: "/metadata/identity/oauth2/token" with an
+// isTokenRaw reports whether a raw path is the token endpoint spelled as
+// the proxy accepts it: "/metadata/identity/oauth2/token" with an
 // optional trailing slash, where only the "metadata" segment may differ in
 // case. Real IMDS treats "/metadata" case-insensitively but rejects other
 // casings of "/identity" (aad-pod-identity pkg/nmi/server/server.go and

@@ -1,6 +1,9 @@
 package imds
 
 import (
+	"net/url"
+	stdpath "path"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -166,36 +169,129 @@ func FuzzNormalizePath(f *testing.F) {
 	})
 }
 
-// FuzzClassify checks that only the exact token spellings reach the token
-// route and that nothing whose normalised form is an identity path is ever
-// passed through.
+// FuzzClassify checks the path guard's promises on arbitrary request
+// targets:
+//
+//   - routeToken only for the exact spellings the token endpoint allows
+//     ("/metadata" in any case, then "/identity/oauth2/token", an optional
+//     trailing "/"), routeIdentityInfo likewise;
+//   - nothing that is forwarded (routePassthrough) reaches a
+//     /metadata/identity path under any normalisation a lenient server
+//     might apply, to the raw path or to the path net/http would forward
+//     (lenientForms);
+//   - every target whose normalised form is an identity path is answered
+//     by the proxy: token, info, or refused.
 func FuzzClassify(f *testing.F) {
 	for _, s := range []string{
 		"/metadata/identity/oauth2/token?resource=x", "/METADATA/identity/oauth2/token/", `/metadata/identity\oauth2\token`,
 		"/metadata/instance/compute?api-version=2021-02-01", "/metadata/instance/../identity/oauth2/token",
-		"http://x/metadata/identity/oauth2/token", "/metadata/instance%2F..%2Fidentity",
+		"http://x/metadata/identity/oauth2/token", "/metadata/instance%2F..%2Fidentity", "/metadata/identity/info",
+		"/metadata/instance/..%2fidentity", "/metadata/instance%252f..%252fidentity", `/metadata/instance\..\identity`,
+		"/metadata/instance/.%2e/identity", "/metadata/versions#/../../identity", "/metadata/instance/%2E%2E/IDENTITY",
+		"/Metadata/Instance", "/metadata/scheduledevents;/../identity", "/metrics/../metadata/identity/oauth2/token",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
 		route := classify(target)
 		path, _, _ := strings.Cut(target, "?")
-		norm, ok := NormalizePath(path)
 		switch route {
 		case routeToken:
-			if !isTokenRaw(path) {
-				t.Fatalf("classify(%q) = token for a non-canonical spelling", target)
+			if !allowedSpelling(path, "/identity/oauth2/token") && !allowedSpelling(path, "/identity/oauth2/token/") {
+				t.Fatalf("classify(%q) = token for a spelling that is not allowed", target)
+			}
+		case routeIdentityInfo:
+			if !allowedSpelling(path, "/identity/info") {
+				t.Fatalf("classify(%q) = identity_info for a spelling that is not allowed", target)
 			}
 		case routePassthrough:
-			if !ok || strings.HasPrefix(norm, identityPrefix) {
-				t.Fatalf("classify(%q) = passthrough for identity path %q", target, norm)
+			forms := lenientForms(path)
+			// What net/http parses from the target is what the reverse
+			// proxy forwards.
+			if u, err := url.ParseRequestURI(target); err == nil {
+				forms = append(forms, lenientForms(u.EscapedPath())...)
+				forms = append(forms, lenientForms(u.Path)...)
 			}
-			if !strings.EqualFold(path, norm) {
-				t.Fatalf("classify(%q) = passthrough for non-canonical path", target)
+			for _, form := range forms {
+				if strings.HasPrefix(form, identityPrefix) {
+					t.Fatalf("classify(%q) = passthrough, but a lenient server reads %q", target, form)
+				}
 			}
 		}
-		if ok && strings.HasPrefix(norm, identityPrefix) && route != routeToken && route != routeIdentityInfo && route != routeIdentityOther && route != routeBadPath && route != routeBadTarget {
-			t.Fatalf("classify(%q) = %v for identity path %q", target, route, norm)
+		if norm, ok := NormalizePath(path); ok && strings.HasPrefix(norm, identityPrefix) {
+			switch route {
+			case routeToken, routeIdentityInfo, routeIdentityOther, routeBadPath, routeBadTarget:
+			default:
+				t.Fatalf("classify(%q) = %v for identity path %q", target, route, norm)
+			}
 		}
 	})
+}
+
+// allowedSpelling reports whether path is "/metadata", in any case,
+// followed by exactly rest.
+func allowedSpelling(path, rest string) bool {
+	const n = len("/metadata")
+	return len(path) == n+len(rest) && strings.EqualFold(path[:n], "/metadata") && path[n:] == rest
+}
+
+// lenientForms returns what servers that are lenient about paths might
+// make of raw, each lower-cased: percent-decoded once, or until stable, or
+// not at all; with "\" read as "/"; with repeated slashes and dot
+// segments resolved before decoding, after it, or both. It is written
+// independently of NormalizePath (path.Clean, url.PathUnescape) so that
+// the two check each other.
+func lenientForms(raw string) []string {
+	decodeOnce := func(s string) string {
+		if d, err := url.PathUnescape(s); err == nil {
+			return d
+		}
+		return percentDecodeValid(s)
+	}
+	decodeAll := func(s string) string {
+		for range 16 {
+			d := decodeOnce(s)
+			if d == s {
+				break
+			}
+			s = d
+		}
+		return s
+	}
+	slashes := func(s string) string { return strings.ReplaceAll(s, `\`, "/") }
+	clean := func(s string) string {
+		if s == "" {
+			return "/"
+		}
+		return stdpath.Clean("/" + s)
+	}
+	var forms []string
+	for _, f := range []func(string) string{
+		func(s string) string { return clean(slashes(s)) },
+		func(s string) string { return clean(slashes(decodeOnce(s))) },
+		func(s string) string { return clean(slashes(decodeAll(s))) },
+		func(s string) string { return clean(slashes(decodeAll(clean(slashes(s))))) },
+		func(s string) string { return slashes(decodeAll(clean(s))) },
+		func(s string) string { return clean(decodeAll(slashes(decodeOnce(clean(slashes(s)))))) },
+	} {
+		forms = append(forms, strings.ToLower(f(raw)))
+	}
+	return forms
+}
+
+// percentDecodeValid decodes the valid %XX escapes of s and keeps the
+// rest, for strings url.PathUnescape refuses.
+func percentDecodeValid(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

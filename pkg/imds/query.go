@@ -3,6 +3,8 @@ package imds
 import (
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
@@ -42,8 +44,10 @@ const (
 // skipped; "+" means a space, as in url.ParseQuery. Repeated names are a
 // problem: IMDS rejects them ("Query parameters" in the IMDS documentation),
 // and accepting them would let a proxy in front of us and the proxy itself
-// disagree about which resource or identity was asked for. repeated is the
-// offending name when the problem is queryRepeated.
+// disagree about which resource or identity was asked for. Two names that
+// differ only in case count as repeated too, for the same reason: a
+// server that folds case would read the other one. repeated is the
+// offending (second) name when the problem is queryRepeated.
 func (q *queryParams) parse(raw string) (problem queryProblem, repeated string) {
 	q.n = 0
 	for raw != "" {
@@ -62,7 +66,7 @@ func (q *queryParams) parse(raw string) (problem queryProblem, repeated string) 
 			return queryMalformed, ""
 		}
 		for i := range q.n {
-			if q.pairs[i].name == name {
+			if strings.EqualFold(q.pairs[i].name, name) {
 				return queryRepeated, name
 			}
 		}
@@ -77,12 +81,69 @@ func (q *queryParams) parse(raw string) (problem queryProblem, repeated string) 
 
 // get returns the value of the parameter called name, or "" when absent.
 func (q *queryParams) get(name string) string {
+	v, _ := q.lookup(name)
+	return v
+}
+
+// lookup returns the value of the parameter called name and whether it is
+// present.
+func (q *queryParams) lookup(name string) (value string, ok bool) {
 	for i := range q.n {
 		if q.pairs[i].name == name {
-			return q.pairs[i].value
+			return q.pairs[i].value, true
 		}
 	}
-	return ""
+	return "", false
+}
+
+// knownParams are the parameters the token endpoint reads.
+var knownParams = [...]string{
+	"api-version", "resource", "client_id", "object_id", "principal_id", "msi_res_id", "mi_res_id", "bypass_cache",
+}
+
+// miscased returns the first parameter name that equals a known parameter
+// only under case folding ("Client_ID", "RESOURCE", "reſource" with a long
+// s), and the known name it folds to, or "" when there is none. Such a
+// parameter is refused rather than ignored as unknown: ignoring
+// "Client_ID=B" would answer with the default identity's token a request
+// meant for identity B.
+func (q *queryParams) miscased() (name, known string) {
+	for i := range q.n {
+		name := q.pairs[i].name
+		for _, k := range knownParams {
+			if name == k {
+				break
+			}
+			if foldsTo(name, k) {
+				return name, k
+			}
+		}
+	}
+	return "", ""
+}
+
+// foldsTo reports whether name becomes known, a lower-case ASCII string,
+// when every rune of it is upper-cased and then lower-cased. For an ASCII
+// target this matches everything strings.EqualFold matches (the long s
+// "ſ" and the Kelvin sign "K" included) and also the Turkish dotless "ı"
+// and dotted "İ", which comparisons that upper-case with invariant rules
+// (.NET's OrdinalIgnoreCase) take for "i". The server behind a name is
+// unknown, so every folding any of them does counts.
+func foldsTo(name, known string) bool {
+	i := 0
+	for _, r := range name {
+		switch {
+		case r >= utf8.RuneSelf:
+			r = unicode.ToLower(unicode.ToUpper(r))
+		case 'A' <= r && r <= 'Z':
+			r += 'a' - 'A'
+		}
+		if i == len(known) || r != rune(known[i]) {
+			return false
+		}
+		i++
+	}
+	return i == len(known)
 }
 
 // validAPIVersion reports whether v is a calendar date written YYYY-MM-DD on
@@ -129,11 +190,30 @@ func daysIn(year, month int) int {
 	}
 }
 
-// parseTokenQuery applies steps 5 to 7 of SPEC §3.2 to the raw query of a
-// token request and returns the request for the token source, or the reply
-// that refuses it. Unknown parameters are ignored: msal-node sends xms_cc and
-// token_sha256_to_refresh, other clients may send more (imds-protocol.md
-// §2.3).
+// selectorParams are the identity selectors and the kind each one selects.
+var selectorParams = [...]struct {
+	name string
+	kind exchange.SelectorKind
+}{
+	{"client_id", exchange.SelectClientID},
+	{"object_id", exchange.SelectObjectID},
+	// principal_id is App Service's spelling of object_id.
+	{"principal_id", exchange.SelectObjectID},
+	{"msi_res_id", exchange.SelectResourceID},
+	// mi_res_id is what go-autorest adal sends to IMDS.
+	{"mi_res_id", exchange.SelectResourceID},
+}
+
+// parseTokenQuery validates the raw query of a token request and returns
+// the request for the token source, or the reply that refuses it, checking
+// in this order: malformed escapes and too many parameters; repeated names
+// (also under case folding); names of known parameters in the wrong case;
+// api-version; empty selectors; resource; more than one selector.
+//
+// Unknown parameters are ignored: msal-node sends xms_cc and
+// token_sha256_to_refresh, other clients may send more
+// (docs/imds-protocol.md). But a selector never falls open to the default
+// identity: a miscased or empty one is refused, not ignored.
 func parseTokenQuery(raw string) (exchange.Request, *reply) {
 	var q queryParams
 	switch problem, name := q.parse(raw); problem {
@@ -144,32 +224,28 @@ func parseTokenQuery(raw string) (exchange.Request, *reply) {
 	case queryRepeated:
 		return exchange.Request{}, repeatedParamReply(name)
 	}
+	if name, known := q.miscased(); name != "" {
+		return exchange.Request{}, miscasedParamReply(name, known)
+	}
 	if !validAPIVersion(q.get("api-version")) {
 		return exchange.Request{}, &replyBadAPIVersion
 	}
-	resource := q.get("resource")
-	if resource == "" {
-		return exchange.Request{}, &replyMissingResource
-	}
-	req := exchange.Request{Resource: resource}
+	var req exchange.Request
 	selectors := 0
-	for _, s := range [...]struct {
-		name string
-		kind exchange.SelectorKind
-	}{
-		{"client_id", exchange.SelectClientID},
-		{"object_id", exchange.SelectObjectID},
-		// principal_id is App Service's spelling of object_id.
-		{"principal_id", exchange.SelectObjectID},
-		{"msi_res_id", exchange.SelectResourceID},
-		// mi_res_id is what go-autorest adal sends to IMDS.
-		{"mi_res_id", exchange.SelectResourceID},
-	} {
-		// An empty selector is treated as absent, like an omitted one.
-		if v := q.get(s.name); v != "" {
-			selectors++
-			req.Identity = exchange.Selector{Kind: s.kind, Value: v}
+	for _, s := range selectorParams {
+		v, ok := q.lookup(s.name)
+		if !ok {
+			continue
 		}
+		if v == "" {
+			return exchange.Request{}, emptySelectorReply(s.name)
+		}
+		selectors++
+		req.Identity = exchange.Selector{Kind: s.kind, Value: v}
+	}
+	req.Resource = q.get("resource")
+	if req.Resource == "" {
+		return exchange.Request{}, &replyMissingResource
 	}
 	if selectors > 1 {
 		return exchange.Request{}, &replyManySelectors

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -18,9 +17,13 @@ import (
 // type and a positive Content-Length (Azure/azure-data-lake-store-java#57).
 const contentTypeJSON = "application/json; charset=utf-8"
 
-// maxRetryAfter caps Retry-After on throttled replies: azidentity's IMDS
-// retry policy gives up instead of waiting when Retry-After exceeds its
-// 25 s MaxRetryDelay (azcore runtime/policy_retry.go).
+// maxRetryAfter caps the Retry-After header of throttled replies:
+// azidentity's IMDS retry policy gives up instead of waiting when
+// Retry-After exceeds its 25 s MaxRetryDelay (azcore
+// runtime/policy_retry.go). This is the only cap on Retry-After in the
+// proxy, and it applies to the header sent to clients only: the token
+// source itself waits as long as Entra asked before it asks again, and
+// reports the time left in exchange.Error.RetryAfter.
 const maxRetryAfter = 25 * time.Second
 
 // defaultRetryAfter is sent on a throttled reply whose cause carried no
@@ -35,6 +38,9 @@ type reply struct {
 	retryAfter int
 	// allow is the Allow header of a 405 reply.
 	allow string
+	// close sends "Connection: close", so net/http closes the connection
+	// after the reply.
+	close bool
 }
 
 // errorBody renders the IMDS error shape {"error":..., "error_description":...}
@@ -59,7 +65,7 @@ func newReply(status int, code, description string) reply {
 // Static replies, rendered once. The validation steps before the token
 // source answer with these, so a bare availability probe (azidentity and
 // @azure/identity send GET with no query and no Metadata header and a 1 s
-// timeout, imds-protocol.md §3.1-§3.2) costs no encoding work.
+// timeout; docs/imds-protocol.md) costs no encoding work.
 var (
 	replyBadTarget = newReply(http.StatusBadRequest, "invalid_request",
 		"Absolute-form request targets are not supported; send the request to the metadata address directly, not through an HTTP proxy")
@@ -94,34 +100,77 @@ var (
 		"No such metadata endpoint; imds-proxy serves /metadata/identity/oauth2/token and /metadata/identity/info and forwards /metadata/{instance,versions,attested,scheduledevents,loadbalancer}")
 	replyBlocked = newReply(http.StatusForbidden, "forbidden",
 		"Instance metadata is blocked by imds-proxy (--instance-metadata=block)")
-	// replyLoop explains a request that carries our own hop marker: the
-	// proxy's passthrough request to 169.254.169.254 was redirected back to
-	// the proxy, which happens when a pod-level runAsUser overrides the
-	// image's UID 1501 that the init container's iptables rules exempt
-	// (peers.md §0, azure-workload-identity#1009).
-	replyLoop = newReply(http.StatusLoopDetected, "loop_detected",
-		"imds-proxy received its own forwarded request: the iptables rules installed by proxy-init did not exempt the proxy's UID (a pod-level securityContext.runAsUser overrides the proxy image's UID 1501); remove the pod-level runAsUser or set runAsUser: 1501 on the proxy container")
 	replyUpstreamTimeout = newReply(http.StatusGatewayTimeout, "service_unavailable",
 		"The instance metadata service did not answer in time")
 	replyUpstreamUnreachable = newReply(http.StatusBadGateway, "service_unavailable",
 		"The instance metadata service could not be reached")
 	replyQuit = reply{status: http.StatusOK, body: []byte(`{"status":"shutting down"}`)}
+
+	// The refusals of checkFraming close the connection.
+	replyBody = reply{status: http.StatusBadRequest, close: true,
+		body: errorBody("invalid_request", "Request bodies are not accepted; send no Content-Length or Transfer-Encoding")}
+	replyConnect = reply{status: http.StatusMethodNotAllowed, allow: http.MethodGet, close: true,
+		body: errorBody("method_not_allowed", "CONNECT is not supported: imds-proxy opens no tunnels")}
+	replyConnectQuit = reply{status: http.StatusMethodNotAllowed, allow: http.MethodPost, close: true,
+		body: replyConnect.body}
+	replyUpgrade = reply{status: http.StatusBadRequest, close: true,
+		body: errorBody("invalid_request", "Protocol upgrades are not supported: imds-proxy opens no tunnels")}
+	// replyUpstreamSwitched answers a passthrough request whose upstream
+	// answered 101 Switching Protocols although nothing asked it to.
+	replyUpstreamSwitched = newReply(http.StatusBadGateway, "service_unavailable",
+		"The instance metadata service tried to switch protocols; imds-proxy opens no tunnels")
 )
 
-// repeatedParamReply refuses a query that names a parameter twice.
+// loopReply explains a request that carries our own hop marker: the
+// proxy's passthrough request to 169.254.169.254 was redirected back to
+// the proxy, which happens when a pod-level runAsUser overrides the UID of
+// the proxy image, exemptUID, that the init container's iptables rules
+// exempt (https://github.com/Azure/azure-workload-identity/issues/1009).
+func loopReply(exemptUID int) reply {
+	uid := strconv.Itoa(exemptUID)
+	return newReply(http.StatusLoopDetected, "loop_detected",
+		"imds-proxy received its own forwarded request: the iptables rules installed by proxy-init did not exempt the proxy's UID "+
+			"(a pod-level securityContext.runAsUser overrides the proxy image's UID "+uid+"); "+
+			"remove the pod-level runAsUser or set runAsUser: "+uid+" on the proxy container")
+}
+
+// repeatedParamReply refuses a query that names a parameter twice, or two
+// names that differ only in case.
 func repeatedParamReply(name string) *reply {
-	const maxName = 64
-	if len(name) > maxName {
-		name = name[:maxName] + "..."
-	}
-	r := newReply(http.StatusBadRequest, "invalid_request", "Query parameter '"+name+"' is repeated")
+	r := newReply(http.StatusBadRequest, "invalid_request", "Query parameter '"+shortName(name)+"' is repeated")
 	return &r
 }
 
-// tokenErrorReply maps a token-source failure to its IMDS reply (SPEC §3.5).
+// miscasedParamReply refuses a parameter whose name equals the known
+// parameter known only under case folding.
+func miscasedParamReply(name, known string) *reply {
+	r := newReply(http.StatusBadRequest, "invalid_request",
+		"Query parameter '"+shortName(name)+"' must be spelled '"+known+"' (parameter names are case-sensitive)")
+	return &r
+}
+
+// emptySelectorReply refuses an identity selector without a value.
+func emptySelectorReply(name string) *reply {
+	r := newReply(http.StatusBadRequest, "invalid_request",
+		"Query parameter '"+name+"' has no value; omit it to ask for the default identity")
+	return &r
+}
+
+// shortName cuts a client-supplied parameter name to 64 bytes for an error
+// description.
+func shortName(name string) string {
+	const maxName = 64
+	if len(name) > maxName {
+		return name[:maxName] + "..."
+	}
+	return name
+}
+
+// tokenErrorReply maps a token-source failure to its IMDS reply
+// (docs/imds-protocol.md, "Errors").
 // It is the only place where a failure becomes a status code. Permanent
 // failures are 4xx so that clients do not retry them: azidentity, MSAL and
-// go-autorest retry 5xx up to six times (imds-protocol.md §3).
+// go-autorest retry 5xx up to six times.
 func tokenErrorReply(err error) reply {
 	var e *exchange.Error
 	if !errors.As(err, &e) {
@@ -133,7 +182,7 @@ func tokenErrorReply(err error) reply {
 		// Azure CLI (MSAL Python era) falls back from client id to object
 		// id when the description contains "Identity not found"; the
 		// msrestazure era matches the status line "400 Bad Request". Both
-		// must hold (imds-protocol.md §3.6).
+		// must hold (docs/imds-protocol.md).
 		return newReply(http.StatusBadRequest, "invalid_request", "Identity not found"+cause(e))
 	case exchange.ReasonInvalidResource:
 		return newReply(http.StatusBadRequest, "invalid_resource", "The resource is not valid"+cause(e))
@@ -141,8 +190,14 @@ func tokenErrorReply(err error) reply {
 		return newReply(http.StatusBadRequest, "invalid_request",
 			"Microsoft Entra ID rejected the pod's projected service account token"+cause(e))
 	case exchange.ReasonThrottled:
-		r := newReply(http.StatusTooManyRequests, "too_many_requests",
-			"Microsoft Entra ID is throttling token requests; retry later"+cause(e))
+		desc := "Microsoft Entra ID is throttling token requests; retry later" + cause(e)
+		if e.RetryAfter > maxRetryAfter {
+			// The header says 25 s at most; say how long Entra asked
+			// for, so that a client answered 429 again in 25 s knows
+			// why.
+			desc += "; Microsoft Entra ID asked to wait " + strconv.FormatInt(ceilSeconds(e.RetryAfter), 10) + " s"
+		}
+		r := newReply(http.StatusTooManyRequests, "too_many_requests", desc)
 		r.retryAfter = retryAfterSeconds(e.RetryAfter)
 		return r
 	case exchange.ReasonTokenFile:
@@ -172,13 +227,24 @@ func cause(e *exchange.Error) string {
 	}
 }
 
-// retryAfterSeconds rounds d up to whole seconds within [1, 25].
+// retryAfterSeconds is the Retry-After header for a throttled reply whose
+// cause asked to wait d: d rounded up to whole seconds, at most
+// maxRetryAfter, and defaultRetryAfter when d is not positive.
 func retryAfterSeconds(d time.Duration) int {
 	if d <= 0 {
 		d = defaultRetryAfter
 	}
-	d = min(d, maxRetryAfter)
-	return int(math.Ceil(d.Seconds()))
+	return int(ceilSeconds(min(d, maxRetryAfter)))
+}
+
+// ceilSeconds rounds a positive d up to whole seconds, without overflow
+// for the largest durations.
+func ceilSeconds(d time.Duration) int64 {
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return s
 }
 
 // writeReply sends r with an explicit Content-Length, so it is never
@@ -192,6 +258,9 @@ func writeReply(w http.ResponseWriter, r *reply) int {
 	}
 	if r.allow != "" {
 		h["Allow"] = []string{r.allow}
+	}
+	if r.close {
+		h["Connection"] = []string{"close"}
 	}
 	w.WriteHeader(r.status)
 	_, _ = w.Write(r.body)

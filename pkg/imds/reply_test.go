@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -43,7 +44,25 @@ func TestTokenErrorReply(t *testing.T) {
 			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "3"},
 		{"throttled retry-after capped at 25 s",
 			&exchange.Error{Reason: exchange.ReasonThrottled, Code: "AADSTS50196", RetryAfter: 10 * time.Minute},
-			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later (AADSTS50196)"}`, "25"},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later (AADSTS50196); Microsoft Entra ID asked to wait 600 s"}`, "25"},
+		{"throttled 300 s",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 300 * time.Second},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 300 s"}`, "25"},
+		{"throttled exactly 25 s",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 25 * time.Second},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "25"},
+		{"throttled just over 25 s",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 25*time.Second + time.Nanosecond},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 26 s"}`, "25"},
+		{"throttled for the longest duration",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: math.MaxInt64},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 9223372037 s"}`, "25"},
+		{"throttled with a negative delay",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: math.MinInt64},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "5"},
+		{"throttled for a nanosecond",
+			&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: time.Nanosecond},
+			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "1"},
 		{"throttled without delay",
 			&exchange.Error{Reason: exchange.ReasonThrottled},
 			429, `{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "5"},
@@ -79,4 +98,39 @@ func TestTokenErrorReply(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzErrorReplies checks every error reply built from input a client or
+// Entra controls: a token-source failure with arbitrary fields, and the
+// query refusals that quote a parameter name. Each is the IMDS error shape
+// (checkErrorBody) with a 4xx or 5xx status, and a throttled reply carries
+// a Retry-After of 1 to 25 seconds.
+func FuzzErrorReplies(f *testing.F) {
+	f.Add(4, "AADSTS50196", "detail", int64(300e9), "Client_ID")
+	f.Add(0, "", "", int64(0), "")
+	f.Add(-1, "\xff\"", "\u2028<&>", int64(math.MinInt64), "a\"b\\\x00")
+	f.Fuzz(func(t *testing.T, reason int, code, detail string, retryAfter int64, name string) {
+		e := &exchange.Error{Reason: exchange.Reason(reason), Code: code, Detail: detail, RetryAfter: time.Duration(retryAfter)}
+		rep := tokenErrorReply(e)
+		if rep.status < 400 || rep.status > 599 {
+			t.Fatalf("tokenErrorReply(%+v) status %d", e, rep.status)
+		}
+		checkErrorBody(t, rep.body)
+		if rep.status == 429 && (rep.retryAfter < 1 || rep.retryAfter > 25) {
+			t.Fatalf("tokenErrorReply(%+v) Retry-After %d", e, rep.retryAfter)
+		}
+		if rep.status != 429 && rep.retryAfter != 0 {
+			t.Fatalf("tokenErrorReply(%+v) status %d with Retry-After %d", e, rep.status, rep.retryAfter)
+		}
+		for _, r := range []*reply{repeatedParamReply(name), miscasedParamReply(name, "client_id"), emptySelectorReply(name)} {
+			if r.status != 400 {
+				t.Fatalf("refusal quoting %q has status %d", name, r.status)
+			}
+			checkErrorBody(t, r.body)
+		}
+		if name != "" {
+			r := newReply(400, name, code+detail+"x")
+			checkErrorBody(t, r.body)
+		}
+	})
 }

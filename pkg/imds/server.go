@@ -34,15 +34,23 @@ type Server struct {
 	metricsOnly http.Handler
 	// infoBody is the precomputed /metadata/identity/info reply.
 	infoBody reply
+	// loop is the precomputed reply to a request that came back through
+	// the passthrough.
+	loop reply
 
 	quitOnce sync.Once
 	// quit is closed by POST /quitquitquit.
 	quit chan struct{}
 }
 
-// New builds a Server. It makes no network calls.
+// New builds a Server: it fills the defaults of cfg and validates it
+// (Config.Validate). It makes no network calls.
 func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registerer) (*Server, error) {
-	cfg, upstream, err := cfg.withDefaults()
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	upstream, err := parseUpstream(cfg.Upstream)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +69,7 @@ func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registe
 		metrics:  m,
 		quit:     make(chan struct{}),
 		infoBody: reply{status: http.StatusOK, body: infoJSON(cfg.TenantID)},
+		loop:     loopReply(cfg.ExemptUID),
 	}
 	metricsHandler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeReply(w, &replyNotFound)
@@ -118,15 +127,21 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	s.serve(classify(r.RequestURI), w, r)
 }
 
-// serve runs the handler of route and records the request: the request
-// counter by status code, the latency histogram and, at V(1), the
-// per-request log line (method, route class, status and duration). The
-// query is never logged (it may carry a token hash), nor are headers
-// (Authorization). This is the only middleware, and on the hot routes it
-// allocates nothing: the handlers return the status they wrote.
+// serve runs the handler of route, unless checkFraming refuses the request
+// first, and records the request: the request counter by status code, the
+// latency histogram and, at V(1), the per-request log line (method, route
+// class, status and duration). The query is never logged (it may carry a
+// token hash), nor are headers (Authorization). This is the only
+// middleware, and on the hot routes it allocates nothing: the handlers
+// return the status they wrote.
 func (s *Server) serve(route routeClass, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	code := s.routes[route](w, r)
+	var code int
+	if rep := checkFraming(route, r); rep != nil {
+		code = refuseFraming(w, rep)
+	} else {
+		code = s.routes[route](w, r)
+	}
 	d := time.Since(start)
 	s.metrics.observe(route, code, d)
 	if l := s.log.V(1); l.Enabled() {
@@ -149,9 +164,9 @@ func textHandler(body string) statusHandler {
 	}
 }
 
-// checkIMDSRequest applies steps 2 to 4 of SPEC §3.2, shared by every IMDS
-// endpoint: method, X-Forwarded-For, Metadata header. It returns the reply
-// that refuses the request, or nil.
+// checkIMDSRequest applies the checks shared by every IMDS endpoint, in
+// this order: method, X-Forwarded-For, Metadata header. It returns the
+// reply that refuses the request, or nil.
 func checkIMDSRequest(r *http.Request, method string) *reply {
 	if r.Method != method {
 		if method == http.MethodPost {
@@ -198,7 +213,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) int {
 // logTokenError logs a failed token request. Failures of the proxy or of
 // Entra are errors; failures the client caused (an unknown identity or
 // resource) are warnings. A failed --probe warm-up is always an error line
-// with the diagnosis, because that is where users look (SPEC §3.7).
+// with the diagnosis: kubelet discards the output of a postStart hook
+// that exits 0, so the proxy's log is where users look.
 func (s *Server) logTokenError(r *http.Request, req *exchange.Request, err error, status int) {
 	kv := []any{"status", status, "reason", exchange.ReasonOf(err).String(),
 		"selector", req.Identity.Kind.String(), "identity", req.Identity.Value, "resource", req.Resource}
@@ -231,7 +247,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) int {
 }
 
 // serveQuit answers POST /quitquitquit and then closes the quit channel, so
-// a Job on a cluster without native sidecars can end its pod (SPEC §3.1).
+// a Job on a cluster without native sidecars can end its pod.
 // The Metadata header keeps a forged cross-site form post from stopping the
 // proxy.
 func (s *Server) serveQuit(w http.ResponseWriter, r *http.Request) int {
@@ -246,8 +262,11 @@ func (s *Server) serveQuit(w http.ResponseWriter, r *http.Request) int {
 	return code
 }
 
-// passthroughHandler forwards the IMDS categories of SPEC §3.6 to the real
-// IMDS with httputil.ReverseProxy, or refuses them in block mode.
+// passthroughHandler forwards the non-identity IMDS categories to the real
+// IMDS with httputil.ReverseProxy, or refuses them in block mode. Requests
+// reach it without a body and without an upgrade (checkFraming), so it
+// forwards neither; acknowledging a scheduled event, a POST with a JSON
+// body, is not possible through the proxy.
 func (s *Server) passthroughHandler() http.Handler {
 	if s.cfg.InstanceMetadata == InstanceMetadataBlock {
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeReply(w, &replyBlocked) })
@@ -274,9 +293,22 @@ func (s *Server) passthroughHandler() http.Handler {
 			pr.Out.Header.Set(HopHeader, "1")
 		},
 		Transport: transport,
+		// checkFraming keeps upgrade requests from getting here, so a 101
+		// is the upstream's own idea. ReverseProxy would splice the two
+		// connections; failing here makes it close the upstream
+		// connection and call ErrorHandler instead.
+		ModifyResponse: func(res *http.Response) error {
+			if res.StatusCode == http.StatusSwitchingProtocols {
+				return errUpstreamSwitched
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			rep := &replyUpstreamUnreachable
-			if errors.Is(err, context.DeadlineExceeded) {
+			switch {
+			case errors.Is(err, errUpstreamSwitched):
+				rep = &replyUpstreamSwitched
+			case errors.Is(err, context.DeadlineExceeded):
 				rep = &replyUpstreamTimeout
 			}
 			logging.Warn(s.log, "passthrough to the instance metadata service failed",
@@ -288,10 +320,11 @@ func (s *Server) passthroughHandler() http.Handler {
 	timeout := s.cfg.PassthroughTimeout
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The hop marker on an incoming request means our own forwarded
-		// request came back: answer instead of looping (SPEC §3.6).
+		// request came back: answer instead of looping.
 		if _, looped := r.Header[HopHeader]; looped {
-			s.log.Error(nil, "passthrough loop detected: the proxy's UID is not exempted from the iptables redirect (pod-level runAsUser?)")
-			writeReply(w, &replyLoop)
+			s.log.Error(nil, "passthrough loop detected: the proxy's UID is not exempted from the iptables redirect (pod-level runAsUser?)",
+				"exemptUID", s.cfg.ExemptUID)
+			writeReply(w, &s.loop)
 			return
 		}
 		if _, ok := r.Header["X-Forwarded-For"]; ok {
@@ -308,6 +341,9 @@ func (s *Server) passthroughHandler() http.Handler {
 	})
 }
 
+// errUpstreamSwitched is the passthrough's error for an upstream 101.
+var errUpstreamSwitched = errors.New("the instance metadata service answered 101 Switching Protocols; refused")
+
 // promLogger adapts logr to promhttp's error logger.
 type promLogger struct{ log logr.Logger }
 
@@ -315,41 +351,75 @@ func (p promLogger) Println(v ...any) {
 	p.log.Error(nil, "serving metrics failed", "details", v)
 }
 
+// Bounds of every connection of both listeners (newHTTPServer).
+const (
+	// readHeaderTimeout bounds the time from the first byte of a request
+	// (or from accepting the connection) to the end of its head, however
+	// steadily the bytes trickle in.
+	readHeaderTimeout = 5 * time.Second
+	// idleTimeout closes keep-alive connections left unused. It matches
+	// the idle timeout of Go's and most HTTP client pools, so the server
+	// rarely closes a connection a client is about to reuse.
+	idleTimeout = 90 * time.Second
+	// maxHeaderBytes caps a request head (net/http allows 4 KiB more).
+	// IMDS requests carry a few hundred bytes of headers; 16 KiB leaves
+	// room for tracing headers (W3C baggage is at most 8 KiB) and keeps
+	// the memory of DefaultMaxConnections slow request heads bounded.
+	maxHeaderBytes = 16 << 10
+	// maxMetricsConnections bounds the connections of the --metrics-addr
+	// listener, which may be reachable from outside the pod: a few
+	// scrapers use it.
+	maxMetricsConnections = 64
+)
+
 // newHTTPServer returns the http.Server of the loopback listener, with a
 // header size cap and the timeouts that bound its clients:
 // ReadHeaderTimeout (a client must send its request head in time) and
-// IdleTimeout (keep-alive connections are closed when unused).
+// IdleTimeout (keep-alive connections are closed when unused). Serve also
+// caps the number of connections (limitListener). Together they bound what
+// any client holds without making progress:
+//
+//   - a connection that sends nothing, or a request head slowly: 5 s;
+//   - a request that declares a body: answered at once, closed within
+//     bodyLinger (checkFraming);
+//   - an idle keep-alive connection: 90 s, and the shutdown drain closes
+//     idle connections at once;
+//   - all of them together: MaxConnections goroutines and file
+//     descriptors, and about 32 KiB of memory each at most.
 //
 // It sets no ReadTimeout and no WriteTimeout: with them net/http arms and
 // clears a read and a write deadline on every request (two timer updates,
 // measurable on a warm token reply), and here they would bound nothing
-// that needs bounding. The listener is loopback-only inside the pod, so its
-// clients are the pod's own processes, which may ask for tokens anyway. No
-// handler reads a request body (the IMDS endpoints are GET, /quitquitquit
-// ignores its body; the passthrough forwards one under the 5 s passthrough
-// timeout). Replies are a few KB, which the loopback socket buffer takes
-// whole, so a client that does not read cannot stall a handler's write.
-// A token request that waits on Entra is bounded by the exchange timeout,
-// and on shutdown the drain timeout closes whatever is left.
+// that needs bounding: no route reads a request body, and replies are a
+// few KB, which the loopback socket buffer takes whole, so a client that
+// does not read cannot stall a handler's write. A token request that
+// waits on Entra is bounded by the exchange timeout, a passthrough request
+// by the passthrough timeout, and on shutdown the drain timeout closes
+// whatever is left.
 func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		// "OPTIONS *" goes to the handler like any other request (it is
+		// refused as a bad target) instead of net/http's own handler,
+		// which would read a declared body without a deadline.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
 	}
 }
 
-// Serve serves Handler on ln until ctx ends or /quitquitquit is called. When
-// ctx ends it keeps serving for the shutdown delay (an app shutting down
-// beside a regular sidecar may still need a token), then stops accepting,
-// waits up to the drain timeout for in-flight requests, and returns nil.
+// Serve serves Handler on ln, at most MaxConnections connections at once,
+// until ctx ends or /quitquitquit is called. When ctx ends it keeps
+// serving for the shutdown delay (an app shutting down beside a regular
+// sidecar may still need a token), then stops accepting, waits up to the
+// drain timeout for in-flight requests, and returns nil.
 // After /quitquitquit it stops at once, letting in-flight requests finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := s.newHTTPServer(s.Handler())
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newLimitListener(ln, s.cfg.MaxConnections)) }()
 
 	select {
 	case err := <-errc:
@@ -379,7 +449,7 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 	srv.ReadTimeout = 10 * time.Second
 	srv.WriteTimeout = 30 * time.Second
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(newLimitListener(ln, maxMetricsConnections)) }()
 	select {
 	case err := <-errc:
 		return err

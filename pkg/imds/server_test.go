@@ -89,6 +89,7 @@ func TestTokenEndpointValidation(t *testing.T) {
 		{"disguised path wins over method", "POST", `/metadata/identity\oauth2\token`, nil, 400, bodyIdentity, ""},
 		{"absolute form", "GET", "http://169.254.169.254/metadata/identity/oauth2/token" + okQuery, []string{md}, 400, bodyBadTarget, ""},
 		{"absolute form to instance", "GET", "http://169.254.169.254/metadata/instance", []string{md}, 400, bodyBadTarget, ""},
+		{"asterisk form", "OPTIONS", "*", []string{md}, 400, bodyBadTarget, ""},
 		// Step 2: method.
 		{"POST", "POST", "/metadata/identity/oauth2/token" + okQuery, []string{md, "Content-Length: 0"}, 405, bodyMethodGET, "GET"},
 		{"DELETE without metadata", "DELETE", "/metadata/identity/oauth2/token", nil, 405, bodyMethodGET, "GET"},
@@ -108,6 +109,12 @@ func TestTokenEndpointValidation(t *testing.T) {
 		{"api-version old", "GET", "/metadata/identity/oauth2/token?api-version=2017-08-01&resource=r", []string{md}, 400, bodyAPIVersion, ""},
 		{"repeated resource", "GET", "/metadata/identity/oauth2/token" + okQuery + "&resource=x", []string{md}, 400,
 			`{"error":"invalid_request","error_description":"Query parameter 'resource' is repeated"}`, ""},
+		{"miscased selector", "GET", "/metadata/identity/oauth2/token" + okQuery + "&Client_ID=b", []string{md}, 400,
+			`{"error":"invalid_request","error_description":"Query parameter 'Client_ID' must be spelled 'client_id' (parameter names are case-sensitive)"}`, ""},
+		{"selector repeated under case folding", "GET", "/metadata/identity/oauth2/token" + okQuery + "&object_id=a&OBJECT_ID=b", []string{md}, 400,
+			`{"error":"invalid_request","error_description":"Query parameter 'OBJECT_ID' is repeated"}`, ""},
+		{"empty selector", "GET", "/metadata/identity/oauth2/token" + okQuery + "&msi_res_id=", []string{md}, 400,
+			`{"error":"invalid_request","error_description":"Query parameter 'msi_res_id' has no value; omit it to ask for the default identity"}`, ""},
 		// Step 6 and 7.
 		{"resource missing", "GET", "/metadata/identity/oauth2/token?api-version=2018-02-01", []string{md}, 400, bodyResource, ""},
 		{"two selectors", "GET", "/metadata/identity/oauth2/token" + okQuery + "&client_id=a&mi_res_id=b", []string{md}, 400, bodySelectors, ""},
@@ -201,25 +208,32 @@ func TestTokenSuccess(t *testing.T) {
 func TestTokenSourceErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		err    error
-		status int
-		body   string
+		err        error
+		status     int
+		body       string
+		retryAfter string
 	}{
 		{&exchange.Error{Reason: exchange.ReasonIdentityNotFound, Code: "AADSTS700016", Detail: "application not found in the tenant"}, 400,
-			`{"error":"invalid_request","error_description":"Identity not found (AADSTS700016: application not found in the tenant)"}`},
+			`{"error":"invalid_request","error_description":"Identity not found (AADSTS700016: application not found in the tenant)"}`, ""},
 		{&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 7 * time.Second}, 429,
-			`{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`},
-		{errors.New("x"), 503, `{"error":"service_unavailable","error_description":"The token service is unavailable; retry later"}`},
+			`{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later"}`, "7"},
+		// Entra's own Retry-After reaches clients capped at 25 s.
+		{&exchange.Error{Reason: exchange.ReasonThrottled, RetryAfter: 300 * time.Second}, 429,
+			`{"error":"too_many_requests","error_description":"Microsoft Entra ID is throttling token requests; retry later; Microsoft Entra ID asked to wait 300 s"}`, "25"},
+		{errors.New("x"), 503, `{"error":"service_unavailable","error_description":"The token service is unavailable; retry later"}`, ""},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+		t.Run(fmt.Sprint(tt.status, tt.retryAfter), func(t *testing.T) {
 			t.Parallel()
 			s, _ := newTestServer(t, testConfig(""), &fakeSource{err: tt.err})
 			got := rawRequest(t, hostOf(serve(t, s)), "GET", "/metadata/identity/oauth2/token"+okQuery, "Metadata: true")
 			assertJSONReply(t, got, tt.status, tt.body)
+			if v := got.header.Get("Retry-After"); v != tt.retryAfter {
+				t.Errorf("Retry-After = %q; want %q", v, tt.retryAfter)
+			}
 			// Azure CLI matches the status line text of a 400.
-			if tt.status == 429 && got.header.Get("Retry-After") != "7" {
-				t.Errorf("Retry-After = %q", got.header.Get("Retry-After"))
+			if tt.status == 400 && got.statusLine != "400 Bad Request" {
+				t.Errorf("status line = %q", got.statusLine)
 			}
 		})
 	}
@@ -331,6 +345,29 @@ func TestPassthroughLoopGuard(t *testing.T) {
 	_ = reg
 }
 
+// The loop reply names the UID proxy-init was configured to exempt.
+func TestPassthroughLoopNamesExemptUID(t *testing.T) {
+	t.Parallel()
+	upstream := newUpstream(t, func(http.ResponseWriter, *http.Request) {})
+	for _, tt := range []struct {
+		uid  int
+		body string
+	}{
+		{0, bodyLoop},
+		{1501, bodyLoop},
+		{2000, strings.ReplaceAll(bodyLoop, "1501", "2000")},
+	} {
+		cfg := testConfig(upstream.URL)
+		cfg.ExemptUID = tt.uid
+		s, _ := newTestServer(t, cfg, &fakeSource{})
+		got := rawRequest(t, hostOf(serve(t, s)), "GET", "/metadata/instance", "Metadata: true", HopHeader+": 1")
+		assertJSONReply(t, got, 508, tt.body)
+	}
+	if n := upstream.count(); n != 0 {
+		t.Errorf("upstream saw %d requests; want 0", n)
+	}
+}
+
 func TestPassthroughTimeoutAndUnreachable(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
@@ -419,11 +456,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{}, "tenant id is required"},
-		{Config{TenantID: "t", InstanceMetadata: "allow"}, `instance metadata mode "allow" is neither "passthrough" nor "block"`},
-		{Config{TenantID: "t", Upstream: "ftp://x"}, `upstream "ftp://x": scheme must be http or https`},
-		{Config{TenantID: "t", Upstream: "http://"}, `upstream "http://": host is missing`},
-		{Config{TenantID: "t", Upstream: "http://x/metadata"}, `upstream "http://x/metadata": must be scheme://host[:port] without path, query or credentials`},
+		{Config{}, `TenantID "": is required`},
+		{Config{TenantID: "t", InstanceMetadata: "allow"}, `InstanceMetadata "allow": must be "passthrough" or "block"`},
+		{Config{TenantID: "t", Upstream: "ftp://x"}, `Upstream "ftp://x": scheme must be http or https`},
+		{Config{TenantID: "t", Upstream: "http://"}, `Upstream "http://": host is missing`},
+		{Config{TenantID: "t", Upstream: "http://x/metadata"}, `Upstream "http://x/metadata": must be scheme://host[:port] without path, query or credentials`},
+		{Config{TenantID: "t", DrainTimeout: -time.Second, ShutdownDelay: -1}, "ShutdownDelay \"-1ns\": must not be negative\nDrainTimeout \"-1s\": must not be negative"},
 	}
 	for _, tt := range tests {
 		_, err := New(tt.cfg, &fakeSource{}, testLogger(t), prometheus.NewRegistry())
@@ -590,10 +628,13 @@ func TestNewHTTPServerTimeouts(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestServer(t, testConfig(""), &fakeSource{})
 	srv := s.newHTTPServer(s.Handler())
-	if srv.ReadHeaderTimeout != 5*time.Second || srv.IdleTimeout != 90*time.Second || srv.MaxHeaderBytes != 64<<10 {
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.IdleTimeout != 90*time.Second || srv.MaxHeaderBytes != 16<<10 {
 		t.Errorf("ReadHeaderTimeout %v, IdleTimeout %v, MaxHeaderBytes %d", srv.ReadHeaderTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
 	}
 	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
 		t.Errorf("ReadTimeout %v, WriteTimeout %v; want none", srv.ReadTimeout, srv.WriteTimeout)
+	}
+	if !srv.DisableGeneralOptionsHandler {
+		t.Error("net/http answers OPTIONS * itself")
 	}
 }

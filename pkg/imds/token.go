@@ -17,12 +17,12 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b
 // maxPooledBody keeps unusually large buffers out of the pool.
 const maxPooledBody = 64 << 10
 
-// writeToken sends the IMDS success reply of SPEC §3.3 for tok. Every value
+// writeToken sends the IMDS success reply for tok. Every value
 // is a JSON string: real IMDS does so (the IMDS REST specification types
 // them as strings), go-autorest adal and old Java clients fail on anything
 // else, MSAL Go fails on an empty numeric string, msal-node reads only
 // expires_on and MSAL Python only expires_in, so both are always present
-// (imds-protocol.md §2.4, §3.3-§3.7). The body is compact JSON without a
+// (docs/imds-protocol.md, "Success reply"). The body is compact JSON without a
 // trailing newline and goes out with an explicit Content-Length, never
 // chunked: Hadoop's ABFS/ADLS clients reject chunked token replies, which Go
 // produces for bodies over 2 KB written without a length

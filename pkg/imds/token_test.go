@@ -1,7 +1,10 @@
 package imds
 
 import (
+	"bytes"
 	"encoding/json"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +151,80 @@ func BenchmarkAppendJSONStringJWT(b *testing.B) {
 	for b.Loop() {
 		buf = appendJSONString(buf[:0], s)
 	}
+}
+
+// FuzzTokenReply checks the success reply for arbitrary tokens, client
+// ids, resources and times: valid compact JSON, every value a string,
+// exactly the documented keys (ext_expires_in only when known), numeric
+// fields non-empty decimal integers with expires_in never negative, and
+// the strings back as given (invalid UTF-8 replaced, as encoding/json
+// does).
+func FuzzTokenReply(f *testing.F) {
+	f.Add("eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", "11111111-2222-3333-4444-555555555555", "https://vault.azure.net",
+		int64(1700003599), int64(1699999700), int64(7199e9), int64(1700000000))
+	f.Add("", "", "", int64(0), int64(-62135596800), int64(0), int64(0))
+	f.Add("a\"b\\\n\u2028\xff", "<&>", "https://x/\"q\"", int64(-1), int64(math.MaxInt64), int64(1), int64(math.MinInt64))
+	f.Fuzz(func(t *testing.T, access, clientID, resource string, expiresOn, notBefore, extExpiresIn, now int64) {
+		tok := exchange.Token{
+			AccessToken:  access,
+			ClientID:     clientID,
+			ExpiresOn:    time.Unix(expiresOn, 0),
+			NotBefore:    time.Unix(notBefore, 0),
+			ExtExpiresIn: time.Duration(extExpiresIn),
+		}
+		body := appendTokenBody(nil, &tok, resource, time.Unix(now, 0))
+		var m map[string]any
+		dec := json.NewDecoder(bytes.NewReader(body))
+		if err := dec.Decode(&m); err != nil || dec.More() {
+			t.Fatalf("reply %q is not one JSON object: %v", body, err)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, body); err != nil || !bytes.Equal(compact.Bytes(), body) {
+			t.Fatalf("reply %q is not compact JSON", body)
+		}
+		want := []string{"access_token", "refresh_token", "expires_in", "expires_on", "not_before", "resource", "token_type", "client_id"}
+		if tok.ExtExpiresIn > 0 {
+			want = append(want, "ext_expires_in")
+		}
+		if len(m) != len(want) {
+			t.Fatalf("reply %s has %d keys; want %v", body, len(m), want)
+		}
+		got := map[string]string{}
+		for _, k := range want {
+			v, ok := m[k].(string)
+			if !ok {
+				t.Fatalf("reply %s: %s is %#v; want a string", body, k, m[k])
+			}
+			got[k] = v
+		}
+		for _, k := range []string{"expires_in", "expires_on", "not_before", "ext_expires_in"} {
+			if _, present := got[k]; !present {
+				continue
+			}
+			n, err := strconv.ParseInt(got[k], 10, 64)
+			if err != nil || strconv.FormatInt(n, 10) != got[k] {
+				t.Fatalf("reply %s: %s %q is not a decimal integer", body, k, got[k])
+			}
+			if k == "expires_in" && n < 0 {
+				t.Fatalf("reply %s: negative expires_in", body)
+			}
+		}
+		for k, in := range map[string]string{"access_token": access, "client_id": clientID, "resource": resource} {
+			if want := validJSONString(in); got[k] != want {
+				t.Fatalf("reply %s: %s = %q; want %q", body, k, got[k], want)
+			}
+		}
+		if got["refresh_token"] != "" || got["token_type"] != "Bearer" {
+			t.Fatalf("reply %s: refresh_token %q, token_type %q", body, got["refresh_token"], got["token_type"])
+		}
+	})
+}
+
+// validJSONString is s as encoding/json decodes it after encoding it: each
+// invalid UTF-8 byte replaced by U+FFFD.
+func validJSONString(s string) string {
+	b, _ := json.Marshal(s)
+	var out string
+	_ = json.Unmarshal(b, &out)
+	return out
 }
