@@ -42,8 +42,11 @@ const appClientPath = "/usr/local/bin/goclient"
 //     (the one test/podman's client uses, cached), plus the Go SDK client;
 //   - the sandbox image: test/podman/pause, FROM scratch.
 //
-// Images that land in the host's podman storage get unique tags and are
-// removed when t ends; buildah commits the others straight to archives.
+// buildah commits the app and pause images straight to archives. The
+// images build/images-local.sh puts in the host's podman storage are saved
+// to archives and removed at once; their tags carry this process's pid
+// (imdsp-<pid>-<time>), so a later run removes those of a run killed in
+// between (removeStaleImages).
 func buildNodeImages(t *testing.T, caFile string) nodeImages {
 	t.Helper()
 	root, err := podenv.ModuleRoot()
@@ -54,26 +57,22 @@ func buildNodeImages(t *testing.T, caFile string) nodeImages {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	tag := fmt.Sprintf("t%d", time.Now().UnixNano())
+	tag := fmt.Sprintf("imdsp-%d-%d", os.Getpid(), time.Now().UnixNano())
 	im := nodeImages{
-		proxy: "localhost/imds-proxy-k8s/proxy:" + tag,
-		init:  "localhost/imds-proxy-k8s/proxy-init:" + tag,
-		app:   "localhost/imds-proxy-k8s/app:" + tag,
-		pause: "localhost/imds-proxy-k8s/pause:" + tag,
+		proxy: nodeImageRepo + "/proxy:" + tag,
+		init:  nodeImageRepo + "/proxy-init:" + tag,
+		app:   nodeImageRepo + "/app:" + tag,
+		pause: nodeImageRepo + "/pause:" + tag,
 	}
-	appBase := "localhost/imds-proxy-k8s/app-base:" + tag
+	appBase := nodeImageRepo + "/app-base:" + tag
 	conf := "CONTAINERS_CONF=" + filepath.Join(root, "build/containers.conf")
 	run := func(env []string, name string, args ...string) string {
 		t.Helper()
 		return runIn(t, ctx, root, append([]string{conf}, env...), name, args...)
 	}
-	t.Cleanup(func() {
-		for _, img := range []string{im.proxy, im.init, appBase} {
-			if _, err := runErrIn(context.Background(), root, []string{conf}, "podman", "rmi", "--force", img); err != nil && !strings.Contains(err.Error(), "image not known") {
-				t.Logf("podman rmi %s: %v", img, err)
-			}
-		}
-	})
+	removeStaleImages(t, root, conf)
+	stored := []string{im.proxy, im.init, appBase}
+	t.Cleanup(func() { removeImages(t, root, conf, stored...) })
 
 	ca, err := os.ReadFile(caFile)
 	if err != nil {
@@ -116,7 +115,40 @@ func buildNodeImages(t *testing.T, caFile string) nodeImages {
 		run(nil, "podman", "save", "--quiet", "--format", "docker-archive", "-o", archive, ref)
 		im.archives = append(im.archives, archive)
 	}
+	removeImages(t, root, conf, stored...)
 	return im
+}
+
+// nodeImageRepo is where the node's images are named.
+const nodeImageRepo = "localhost/imds-proxy-k8s"
+
+// removeImages removes images from the host's podman storage; missing
+// ones are fine.
+func removeImages(t *testing.T, root, conf string, refs ...string) {
+	t.Helper()
+	for _, ref := range refs {
+		if _, err := runErrIn(context.Background(), root, []string{conf}, "podman", "rmi", "--force", ref); err != nil && !strings.Contains(err.Error(), "image not known") {
+			t.Logf("podman rmi %s: %v", ref, err)
+		}
+	}
+}
+
+// removeStaleImages removes the node images that runs killed before their
+// cleanup left in the host's podman storage (tags imdsp-<pid>-... of a
+// process that is gone).
+func removeStaleImages(t *testing.T, root, conf string) {
+	t.Helper()
+	out, err := runErrIn(context.Background(), root, []string{conf}, "podman", "images", "--noheading",
+		"--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference="+nodeImageRepo+"/*")
+	if err != nil {
+		t.Logf("listing stale node images: %v", err)
+		return
+	}
+	for _, ref := range strings.Fields(out) {
+		if _, tag, ok := strings.Cut(ref, ":"); ok && podenv.StaleName(tag) {
+			removeImages(t, root, conf, ref)
+		}
+	}
 }
 
 // runIn runs a command in dir and returns its stdout; a failure ends the
