@@ -273,9 +273,10 @@ func (s *Server) refuseFraming(route routeClass, w http.ResponseWriter, rep *rep
 	return s.refuse(p, w, rep)
 }
 
-// logTokenError logs a failed token request, with extra key/values. Failures of the proxy or of
-// Entra are errors; failures the client caused (an unknown identity or
-// resource) are warnings. A failed --probe warm-up is always an error line
+// logTokenError logs a failed token request, with the extra key/values
+// after the request's own. Failures of the proxy or of Entra are errors;
+// failures the client caused (an unknown identity or resource) are
+// warnings. A failed --probe warm-up is always an error line
 // with the diagnosis: kubelet discards the output of a postStart hook
 // that exits 0, so the proxy's log is where users look.
 func (s *Server) logTokenError(r *http.Request, req *exchange.Request, err error, status int, extra ...any) {
