@@ -97,6 +97,7 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	// has drained.
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
+	startDebugProfiler(bg, log)
 	var g errgroup.Group
 	g.Go(func() error { return src.Run(bg) })
 	if metricsLn != nil {
