@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +127,48 @@ func TestIdleWakeupsPerMinute(t *testing.T) {
 	}
 	if got := (IdleCost{}).Wakeups(); got != 0 {
 		t.Fatalf("Wakeups() of an empty window = %v, want 0", got)
+	}
+}
+
+func TestModuleOf(t *testing.T) {
+	for pkg, want := range map[string]string{
+		"net/http":                                           "std",
+		"vendor/golang.org/x/net/http2/hpack":                "std",
+		"github.com/prometheus/client_golang/prometheus":     "github.com/prometheus/client_golang",
+		"github.com/prometheus/procfs":                       "github.com/prometheus/procfs",
+		"google.golang.org/protobuf/types/known/timestamppb": "google.golang.org/protobuf",
+		"golang.org/x/sync/errgroup":                         "golang.org/x/sync",
+		"github.com/imds-proxy/imds-proxy/pkg/exchange":      "github.com/imds-proxy/imds-proxy",
+		"go.yaml.in/yaml/v2":                                 "go.yaml.in/yaml",
+		"github.com/AzureAD/microsoft-authentication-library-for-go/apps/internal/oauth/ops/authority": "github.com/AzureAD/microsoft-authentication-library-for-go",
+	} {
+		if got := moduleOf(pkg); got != want {
+			t.Errorf("moduleOf(%q) = %q, want %q", pkg, got, want)
+		}
+	}
+}
+
+func TestSummarizeInitTrace(t *testing.T) {
+	run := func(prom, procfs, ours string) string {
+		return "init runtime @0.005 ms, 0.050 ms clock, 0 bytes, 0 allocs\n" +
+			"init github.com/prometheus/client_golang/prometheus @3.1 ms, " + prom + " ms clock, 64432 bytes, 248 allocs\n" +
+			"init github.com/prometheus/procfs @4.2 ms, " + procfs + " ms clock, 96520 bytes, 892 allocs\n" +
+			"usage: proxy [flags]\n" +
+			"init github.com/imds-proxy/imds-proxy/pkg/imds @6.0 ms, " + ours + " ms clock, 8504 bytes, 119 allocs\n"
+	}
+	tr := summarizeInitTrace([]string{run("0.400", "0.200", "0.030"), run("0.500", "0.100", "0.050"), run("0.600", "0.300", "0.040")})
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	if tr.Runs != 3 || tr.Total != ms(0.70) || tr.End != ms(6.04) {
+		t.Errorf("runs %d, total %v, end %v; want 3, 0.7ms, 6.04ms", tr.Runs, tr.Total, tr.End)
+	}
+	wantTop := []PkgInit{{"github.com/prometheus/client_golang/prometheus", ms(0.5)}, {"github.com/prometheus/procfs", ms(0.2)},
+		{"runtime", ms(0.05)}, {"github.com/imds-proxy/imds-proxy/pkg/imds", ms(0.04)}}
+	if !slices.Equal(tr.Top, wantTop) {
+		t.Errorf("top %v, want %v", tr.Top, wantTop)
+	}
+	wantModules := []PkgInit{{"github.com/prometheus/client_golang", ms(0.5)}, {"github.com/prometheus/procfs", ms(0.2)},
+		{"std", ms(0.05)}, {"github.com/imds-proxy/imds-proxy", ms(0.04)}}
+	if !slices.Equal(tr.Modules, wantModules) {
+		t.Errorf("modules %v, want %v", tr.Modules, wantModules)
 	}
 }

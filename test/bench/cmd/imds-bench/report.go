@@ -518,6 +518,11 @@ func (r *Report) Text() string {
 		w("  package init before main: proxy %s of init work, last init done at %s; limit server %s, done at %s (GODEBUG=inittrace=1, median of %d)",
 			ms(p.Total), ms(p.End), ms(l.Total), ms(l.End), p.Runs)
 		w("    proxy's largest inits: %s", strings.Join(top, ", "))
+		var mods []string
+		for _, m := range p.Modules {
+			mods = append(mods, fmt.Sprintf("%s %s", m.Pkg, ms(m.Clock)))
+		}
+		w("    proxy's init by module: %s", strings.Join(mods, ", "))
 	}
 	w("Sizes")
 	for _, s := range r.BinarySize {
