@@ -321,6 +321,11 @@ func TestBinaryConfigErrors(t *testing.T) {
 		{"no tenant", []string{"AZURE_FEDERATED_TOKEN_FILE=/x"}, "AZURE_TENANT_ID (--tenant-id) is not set"},
 		{"no token file", []string{"AZURE_TENANT_ID=t", "AZURE_FEDERATED_TOKEN_FILE=/nonexistent/token"},
 			`"err":"AZURE_FEDERATED_TOKEN_FILE /nonexistent/token: no such file or directory"`},
+		// Both used to start listening and fail at the first exchange.
+		{"tenant unusable in the authority URL", []string{"AZURE_TENANT_ID=a/b", "AZURE_FEDERATED_TOKEN_FILE=/x"},
+			`"err":"invalid AZURE_TENANT_ID \"a/b\" (--tenant-id): contains '/'`},
+		{"authority host with a query", []string{"AZURE_TENANT_ID=t", "AZURE_FEDERATED_TOKEN_FILE=/x", "AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/?slice=x"},
+			`"err":"invalid AZURE_AUTHORITY_HOST \"https://login.microsoftonline.com/?slice=x\" (--authority-host): must not carry a query"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -51,7 +51,7 @@ func ExampleConfig_Validate() {
 		}
 	}
 	// Output:
-	// --tenant-id: contains '/', which cannot stand in the tenant segment of the authority URL
+	// --tenant-id: contains '/': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'
 	// --authority-host: must be an https URL
 	// --federated-token-file: is required
 }

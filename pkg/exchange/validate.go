@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
+	"unicode/utf8"
 )
 
 // FieldError is one invalid field of a Config. Field is the name of the
@@ -39,7 +39,7 @@ func (cfg Config) Validate() error {
 	add := func(field, value string, err error) {
 		errs = append(errs, &FieldError{Field: field, Value: value, Err: err})
 	}
-	if err := checkTenant(cfg.TenantID); err != nil {
+	if err := CheckTenantID(cfg.TenantID); err != nil {
 		add("TenantID", cfg.TenantID, err)
 	}
 	if cfg.AuthorityHost != "" {
@@ -89,18 +89,35 @@ func (cfg Config) Validate() error {
 // segment of the authority as the tenant, and reads "adfs" and "dstsv2"
 // there as other kinds of authority (MSAL Go v1.10.1
 // authority.NewInfoFromAuthorityURI).
-func checkTenant(tenant string) error {
+// maxTenantIDLength bounds a tenant ID: a GUID has 36 characters, a domain
+// name at most 253.
+const maxTenantIDLength = 253
+
+// CheckTenantID accepts what Entra accepts as the tenant segment of an
+// authority URL: a tenant ID (a GUID) or a domain name, that is letters,
+// digits, '-' and '.', at most 253 bytes; not "adfs" or "dstsv2", which
+// MSAL reads as other authority types. It is the one tenant rule of the
+// proxy: pkg/imds echoes the same tenant on /metadata/identity/info.
+func CheckTenantID(tenant string) error {
 	if strings.TrimSpace(tenant) == "" {
 		return errRequired
 	}
-	for _, r := range tenant {
-		if strings.ContainsRune("/?#%", r) || unicode.IsSpace(r) || unicode.IsControl(r) {
-			return fmt.Errorf("contains %q, which cannot stand in the tenant segment of the authority URL", r)
+	if len(tenant) > maxTenantIDLength {
+		return fmt.Errorf("is longer than %d bytes", maxTenantIDLength)
+	}
+	const want = "a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'"
+	for i := 0; i < len(tenant); i++ {
+		switch c := tenant[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.':
+		case c >= utf8.RuneSelf:
+			return errors.New("contains non-ASCII text: " + want)
+		default:
+			return fmt.Errorf("contains %q: %s", c, want)
 		}
 	}
 	switch strings.ToLower(tenant) {
 	case "adfs", "dstsv2":
-		return fmt.Errorf("names an MSAL authority type, not an Entra tenant")
+		return errors.New("names an MSAL authority type, not an Entra tenant")
 	}
 	return nil
 }

@@ -57,23 +57,23 @@ func TestValidate(t *testing.T) {
 		{"tenant missing", valid(func(c *Config) { c.TenantID = "" }), "TenantID", `TenantID "": is required`},
 		{"tenant blank", valid(func(c *Config) { c.TenantID = " \t" }), "TenantID", `TenantID " \t": is required`},
 		{"tenant slash", valid(func(c *Config) { c.TenantID = "t/x" }), "TenantID",
-			`TenantID "t/x": contains '/', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "t/x": contains '/': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant dot-dot path", valid(func(c *Config) { c.TenantID = "../common" }), "TenantID",
-			`TenantID "../common": contains '/', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "../common": contains '/': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant query", valid(func(c *Config) { c.TenantID = "t?x=1" }), "TenantID",
-			`TenantID "t?x=1": contains '?', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "t?x=1": contains '?': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant fragment", valid(func(c *Config) { c.TenantID = "t#x" }), "TenantID",
-			`TenantID "t#x": contains '#', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "t#x": contains '#': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant percent", valid(func(c *Config) { c.TenantID = "t%2Fx" }), "TenantID",
-			`TenantID "t%2Fx": contains '%', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "t%2Fx": contains '%': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant inner space", valid(func(c *Config) { c.TenantID = "con toso" }), "TenantID",
-			`TenantID "con toso": contains ' ', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "con toso": contains ' ': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant trailing newline", valid(func(c *Config) { c.TenantID = "contoso.onmicrosoft.com\n" }), "TenantID",
-			`TenantID "contoso.onmicrosoft.com\n": contains '\n', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "contoso.onmicrosoft.com\n": contains '\n': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant NUL", valid(func(c *Config) { c.TenantID = "t\x00" }), "TenantID",
-			`TenantID "t\x00": contains '\x00', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "t\x00": contains '\x00': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant no-break space", valid(func(c *Config) { c.TenantID = "t\u00a0" }), "TenantID",
-			`TenantID "t\u00a0": contains '\u00a0', which cannot stand in the tenant segment of the authority URL`},
+			`TenantID "t\u00a0": contains non-ASCII text: a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 		{"tenant adfs", valid(func(c *Config) { c.TenantID = "ADFS" }), "TenantID",
 			`TenantID "ADFS": names an MSAL authority type, not an Entra tenant`},
 		{"tenant dstsv2", valid(func(c *Config) { c.TenantID = "dstsv2" }), "TenantID",
@@ -186,7 +186,7 @@ func TestValidateReportsEveryField(t *testing.T) {
 	if !errors.Is(err, errRequired) {
 		t.Error("errors.Is(err, errRequired) = false")
 	}
-	wantText := `TenantID "a b": contains ' ', which cannot stand in the tenant segment of the authority URL
+	wantText := `TenantID "a b": contains ' ': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'
 AuthorityHost "http://x": must be an https URL
 TokenFile "": is required
 Identities[0].ClientID "": is required

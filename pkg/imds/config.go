@@ -142,26 +142,11 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// FieldError is an invalid field of a Config. Field is the name of the
-// Config field, so that a command can name the flag or variable the value
-// came from; Value is the offending value as text.
-type FieldError struct {
-	Field string
-	Value string
-	Err   error
-}
-
-// Error returns `Field "Value": reason`.
-func (e *FieldError) Error() string {
-	return e.Field + " " + strconv.Quote(e.Value) + ": " + e.Err.Error()
-}
-
-// Unwrap returns the reason.
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// maxTenantIDLength bounds a tenant ID: a GUID has 36 characters, a domain
-// name at most 253.
-const maxTenantIDLength = 253
+// FieldError is one invalid field of a Config: the same type as
+// exchange.FieldError, so a command maps the problems of both configurations
+// to its flags alike. Field names the Config field, Value is the offending
+// value as text.
+type FieldError = exchange.FieldError
 
 // Validate reports every invalid field of c, each as a *FieldError, joined
 // with errors.Join, or nil when c is valid. Zero values are valid where
@@ -171,7 +156,7 @@ func (c Config) Validate() error {
 	invalid := func(field, value string, err error) {
 		errs = append(errs, &FieldError{Field: field, Value: value, Err: err})
 	}
-	if err := checkTenantID(c.TenantID); err != nil {
+	if err := exchange.CheckTenantID(c.TenantID); err != nil {
 		invalid("TenantID", c.TenantID, err)
 	}
 	if c.Upstream != "" {
@@ -207,25 +192,6 @@ func (c Config) Validate() error {
 }
 
 var errNegative = errors.New("must not be negative")
-
-// checkTenantID accepts what Entra accepts as a tenant in an authority
-// URL: a GUID or a domain name, that is letters, digits, '-' and '.'.
-// The tenant is echoed by /metadata/identity/info.
-func checkTenantID(t string) error {
-	if t == "" {
-		return errors.New("is required")
-	}
-	if len(t) > maxTenantIDLength {
-		return fmt.Errorf("is longer than %d bytes", maxTenantIDLength)
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return errors.New("must be a tenant ID (a GUID) or a domain name: letters, digits, '-' and '.'")
-		}
-	}
-	return nil
-}
 
 // ParseUpstream validates an upstream IMDS URL: http or https, a host, an
 // optional port, and nothing but an optional "/" as path.

@@ -22,7 +22,7 @@ import (
 	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
 )
 
-// The real SDK clients of SPEC §6, unchanged, run in the pod as an
+// The real SDK clients (docs/testbed.md), unchanged, run in the pod as an
 // unprivileged UID without any AZURE_*, IDENTITY_* or MSI_* variable, so
 // they find IMDS at 169.254.169.254 and cross the real proxy-init redirect.
 // Each client gets a token twice in one process; the test asserts that the
@@ -98,10 +98,6 @@ type clientScenario struct {
 	// clients that take expires_on verbatim.
 	expiresSlack int64
 }
-
-// entraScope is the scope the proxy asks Entra for: the resource with
-// "/.default" appended verbatim (SPEC §3.4).
-func entraScope(resource string) string { return resource + "/.default" }
 
 func TestClients(t *testing.T) {
 	podenvtest.SkipUnlessRoot(t)
@@ -213,7 +209,7 @@ func goScenario(bin, name string, id clientIdentity, args ...string) clientScena
 		argv:     append([]string{bin}, args...),
 		id:       id,
 		resource: resource,
-		scope:    entraScope(resource),
+		scope:    scopeOf(resource),
 	}
 }
 
@@ -242,7 +238,7 @@ func nodeScenario(node, script, name string, id clientIdentity, args ...string) 
 		argv:     append([]string{node, script}, args...),
 		id:       id,
 		resource: resource,
-		scope:    entraScope(resource),
+		scope:    scopeOf(resource),
 		// msal-node turns expires_on into a lifetime from its own clock
 		// and back.
 		expiresSlack: 2,
@@ -267,7 +263,7 @@ func pythonScenario(py, script, name string, id clientIdentity, scope, resource 
 		argv:     append(append([]string{py, script}, args...), scope),
 		id:       id,
 		resource: resource,
-		scope:    entraScope(resource),
+		scope:    scopeOf(resource),
 		// Its first call probes with the full token query but without
 		// Metadata; the proxy's 400 tells it IMDS is there.
 		probe400: 1,
@@ -512,8 +508,8 @@ func testAzureCLI(t *testing.T, env *podenv.Env) {
 		if a.EnvironmentName != "Emulator" || a.TenantID != env.Tenant || !a.IsDefault || a.User.Name != wantUser || a.User.Type != "servicePrincipal" || a.User.AssignedIdentityInfo != info {
 			t.Errorf("az login account = %+v, want the Emulator cloud, tenant %s, default, %s, servicePrincipal, %s", a, env.Tenant, wantUser, info)
 		}
-		if n := podenvtest.Calls(t, env, id.clientID, entraScope(loginResource)); n != 1 {
-			t.Errorf("emulator token calls for %s %q = %d, want 1", id.clientID, entraScope(loginResource), n)
+		if n := podenvtest.Calls(t, env, id.clientID, scopeOf(loginResource)); n != 1 {
+			t.Errorf("emulator token calls for %s %q = %d, want 1", id.clientID, scopeOf(loginResource), n)
 		}
 		checkProxyDelta(t, before, after, want)
 	}
@@ -522,8 +518,8 @@ func testAzureCLI(t *testing.T, env *podenv.Env) {
 	// checks every token; all n must be the one token Entra issued once.
 	getToken := func(t *testing.T, id clientIdentity, resource string, n int) {
 		t.Helper()
-		if n := podenvtest.Calls(t, env, id.clientID, entraScope(resource)); n != 0 {
-			t.Fatalf("emulator already counted %d token calls for %s %q", n, id.clientID, entraScope(resource))
+		if n := podenvtest.Calls(t, env, id.clientID, scopeOf(resource)); n != 0 {
+			t.Fatalf("emulator already counted %d token calls for %s %q", n, id.clientID, scopeOf(resource))
 		}
 		before := proxyTokenRequests(t, env)
 		var sums []string
@@ -551,8 +547,8 @@ func testAzureCLI(t *testing.T, env *podenv.Env) {
 				t.Errorf("the az processes got different tokens: the proxy did not serve the later ones from its cache")
 			}
 		}
-		if n := podenvtest.Calls(t, env, id.clientID, entraScope(resource)); n != 1 {
-			t.Errorf("emulator token calls for %s %q = %d, want 1", id.clientID, entraScope(resource), n)
+		if n := podenvtest.Calls(t, env, id.clientID, scopeOf(resource)); n != 1 {
+			t.Errorf("emulator token calls for %s %q = %d, want 1", id.clientID, scopeOf(resource), n)
 		}
 		// One IMDS request per az process: this CLI keeps no token cache.
 		checkProxyDelta(t, before, after, map[string]int{"200": n})

@@ -145,8 +145,8 @@ type wantToken struct {
 	ObjectID string // when set, the token's oid
 }
 
-// tokenKeys are the keys of a success body (SPEC §3.3); ext_expires_in is
-// optional ("when known").
+// tokenKeys are the keys of a success body (docs/imds-protocol.md, Success
+// reply); ext_expires_in is optional ("when known").
 var tokenKeys = []string{"access_token", "client_id", "expires_in", "expires_on", "not_before", "refresh_token", "resource", "token_type"}
 
 // checkToken asserts a 200 token answer on the wire and in the body, and
@@ -223,7 +223,9 @@ func checkToken(t *testing.T, r wireReply, want wantToken) string {
 	return str["access_token"]
 }
 
-// scopeOf is the Entra scope the proxy asks for a resource (SPEC §3.4).
+// scopeOf is the Entra scope the proxy asks for a resource: "/.default"
+// appended verbatim unless it is there (docs/imds-protocol.md, Resource to
+// scope).
 func scopeOf(resource string) string {
 	if strings.HasSuffix(resource, "/.default") {
 		return resource

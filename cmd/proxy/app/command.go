@@ -89,7 +89,7 @@ newer webhook cannot stop an older sidecar.`,
 	cmd.SetErr(deps.Stdout)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log := deps.Logger
-		_, envErr := env.Apply(deps.LookupEnv)
+		sources, envErr := env.Apply(deps.LookupEnv)
 		level, known := logging.ParseLevel(o.LogLevel)
 		if deps.Level != nil {
 			deps.Level.Set(level)
@@ -117,7 +117,7 @@ newer webhook cannot stop an older sidecar.`,
 			}
 			return probe(cmd.Context(), pc, deps)
 		}
-		cfg, err := o.Validate()
+		cfg, err := o.Validate(sources)
 		if err != nil {
 			return err
 		}

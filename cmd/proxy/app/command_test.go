@@ -187,7 +187,9 @@ func TestCommandErrors(t *testing.T) {
 		{"bad port flag", webhookEnv, []string{"--proxy-port=abc"},
 			`invalid argument "abc" for "--proxy-port" flag: strconv.ParseInt: parsing "abc": invalid syntax`},
 		{"bad authority", map[string]string{"AZURE_TENANT_ID": "t", "AZURE_FEDERATED_TOKEN_FILE": "/t", "AZURE_AUTHORITY_HOST": "login.microsoftonline.com"}, nil,
-			`AZURE_AUTHORITY_HOST (--authority-host) "login.microsoftonline.com" is not an https URL`},
+			`invalid AZURE_AUTHORITY_HOST "login.microsoftonline.com" (--authority-host): must be an https URL`},
+		{"tenant unusable in the authority URL", map[string]string{"AZURE_TENANT_ID": "a/b", "AZURE_FEDERATED_TOKEN_FILE": "/t"}, nil,
+			`invalid AZURE_TENANT_ID "a/b" (--tenant-id): contains '/': a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +214,7 @@ func TestHelpAndVersion(t *testing.T) {
 		"--proxy-port int", "(env PROXY_PORT)", "(env AZURE_TENANT_ID)", "(env AZURE_FEDERATED_TOKEN_FILE)",
 		"(env AZURE_AUTHORITY_HOST)", "(env AZURE_CLIENT_ID)", "(env IMDS_PROXY_IDENTITIES)", "(env IMDS_PROXY_UPSTREAM)",
 		"(env IMDS_PROXY_INSTANCE_METADATA)", "(env IMDS_PROXY_METRICS_ADDR)", "(env IMDS_PROXY_SHUTDOWN_DELAY)",
-		"(env IMDS_PROXY_EXCHANGE_TIMEOUT)", "(env IMDS_PROXY_MIN_REMAINING)", "(env IMDS_PROXY_STALE_GRACE)", "(env PROXY_UID)",
+		"(env IMDS_PROXY_EXCHANGE_TIMEOUT)", "(env IMDS_PROXY_MAX_CONCURRENT_EXCHANGES)", "(env IMDS_PROXY_MAX_CONNECTIONS)", "(env IMDS_PROXY_MIN_REMAINING)", "(env IMDS_PROXY_STALE_GRACE)", "(env PROXY_UID)",
 		"--probe-strict", "--version",
 	} {
 		if !strings.Contains(res.stdout, want) {

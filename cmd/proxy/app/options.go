@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strings"
 	"time"
 
@@ -46,13 +45,15 @@ type Options struct {
 	DrainTimeout       time.Duration
 	PassthroughTimeout time.Duration
 
-	ExchangeTimeout      time.Duration
-	MinRemaining         time.Duration
-	StaleGrace           time.Duration
-	NegativeTTL          time.Duration
-	ForceRefreshInterval time.Duration
-	MaxIdentities        int
-	MaxEntries           int
+	ExchangeTimeout        time.Duration
+	MinRemaining           time.Duration
+	StaleGrace             time.Duration
+	NegativeTTL            time.Duration
+	ForceRefreshInterval   time.Duration
+	MaxIdentities          int
+	MaxEntries             int
+	MaxConcurrentExchanges int
+	MaxConnections         int
 
 	WarmupResource string
 	ExemptUID      int
@@ -61,21 +62,23 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() *Options {
 	return &Options{
-		ProxyPort:            DefaultProxyPort,
-		AuthorityHost:        exchange.DefaultAuthorityHost,
-		Upstream:             imds.DefaultUpstream,
-		InstanceMetadata:     string(imds.InstanceMetadataPassthrough),
-		ShutdownDelay:        imds.DefaultShutdownDelay,
-		DrainTimeout:         imds.DefaultDrainTimeout,
-		PassthroughTimeout:   imds.DefaultPassthroughTimeout,
-		ExchangeTimeout:      exchange.DefaultExchangeTimeout,
-		MinRemaining:         exchange.DefaultMinRemaining,
-		StaleGrace:           exchange.DefaultStaleGrace,
-		NegativeTTL:          exchange.DefaultNegativeTTL,
-		ForceRefreshInterval: exchange.DefaultForceRefreshInterval,
-		MaxIdentities:        exchange.DefaultMaxIdentities,
-		MaxEntries:           exchange.DefaultMaxEntries,
-		ExemptUID:            DefaultExemptUID,
+		ProxyPort:              DefaultProxyPort,
+		AuthorityHost:          exchange.DefaultAuthorityHost,
+		Upstream:               imds.DefaultUpstream,
+		InstanceMetadata:       string(imds.InstanceMetadataPassthrough),
+		ShutdownDelay:          imds.DefaultShutdownDelay,
+		DrainTimeout:           imds.DefaultDrainTimeout,
+		PassthroughTimeout:     imds.DefaultPassthroughTimeout,
+		ExchangeTimeout:        exchange.DefaultExchangeTimeout,
+		MinRemaining:           exchange.DefaultMinRemaining,
+		StaleGrace:             exchange.DefaultStaleGrace,
+		NegativeTTL:            exchange.DefaultNegativeTTL,
+		ForceRefreshInterval:   exchange.DefaultForceRefreshInterval,
+		MaxIdentities:          exchange.DefaultMaxIdentities,
+		MaxEntries:             exchange.DefaultMaxEntries,
+		MaxConcurrentExchanges: exchange.DefaultMaxConcurrentExchanges,
+		MaxConnections:         imds.DefaultMaxConnections,
+		ExemptUID:              DefaultExemptUID,
 	}
 }
 
@@ -134,6 +137,12 @@ func (o *Options) addFlags(fs *pflag.FlagSet) *cli.Env {
 	env.Bind("max-identities", "IMDS_PROXY_MAX_IDENTITIES")
 	fs.IntVar(&o.MaxEntries, "max-entries", o.MaxEntries, "Most tokens cached")
 	env.Bind("max-entries", "IMDS_PROXY_MAX_ENTRIES")
+	fs.IntVar(&o.MaxConcurrentExchanges, "max-concurrent-exchanges", o.MaxConcurrentExchanges,
+		"Most Entra token exchanges in flight at once, across identities and resources; further misses wait for a slot within their exchange timeout")
+	env.Bind("max-concurrent-exchanges", "IMDS_PROXY_MAX_CONCURRENT_EXCHANGES")
+	fs.IntVar(&o.MaxConnections, "max-connections", o.MaxConnections,
+		"Most open connections on the loopback listener; further ones wait in the kernel's accept queue")
+	env.Bind("max-connections", "IMDS_PROXY_MAX_CONNECTIONS")
 	fs.StringVar(&o.WarmupResource, "warmup-resource", o.WarmupResource,
 		"Resource of the --probe warm-up request; empty means the Resource Manager endpoint of the authority host's cloud")
 	env.Bind("warmup-resource", "IMDS_PROXY_WARMUP_RESOURCE")
@@ -174,117 +183,219 @@ type ProbeConfig struct {
 }
 
 // Validate checks the options of the serving mode and translates them into
-// the package configurations. It does no I/O. All problems are reported in
-// one error, one line.
-func (o *Options) Validate() (*Config, error) {
+// the package configurations. It does no I/O. sources says which options
+// came from the environment, so each problem names the variable or the flag
+// its value came from. All problems are reported in one error, one line.
+//
+// The rules live where the values are used: Validate translates, then asks
+// imds.Config.Validate and exchange.Config.Validate, and checks here only
+// what no package sees (the listen addresses, the --identity syntax) and
+// the zero values the packages would read as "use the default".
+func (o *Options) Validate(sources cli.Sources) (*Config, error) {
 	var errs []string
-	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	invalid := func(flag string, value any, reason string) {
+		errs = append(errs, invalidOption(sources, flag, fmt.Sprint(value), reason))
+	}
 
 	if o.ProxyPort < 0 || o.ProxyPort > 65535 {
-		add("--proxy-port (PROXY_PORT) %d is not a port number", o.ProxyPort)
-	}
-	if strings.TrimSpace(o.TenantID) == "" {
-		add("AZURE_TENANT_ID (--tenant-id) is not set: the workload identity webhook injects it into pods whose service account is labelled azure.workload.identity/use")
-	}
-	if strings.TrimSpace(o.TokenFile) == "" {
-		add("AZURE_FEDERATED_TOKEN_FILE (--federated-token-file) is not set: the workload identity webhook injects it with the projected service account token volume")
-	}
-	if err := checkHTTPSURL(o.AuthorityHost); err != nil {
-		add("AZURE_AUTHORITY_HOST (--authority-host) %q %v", o.AuthorityHost, err)
-	}
-	if _, err := imds.ParseUpstream(o.Upstream); err != nil {
-		add("--upstream (IMDS_PROXY_UPSTREAM): %v", err)
-	}
-	mode := imds.InstanceMetadataMode(o.InstanceMetadata)
-	if mode != imds.InstanceMetadataPassthrough && mode != imds.InstanceMetadataBlock {
-		add("--instance-metadata (IMDS_PROXY_INSTANCE_METADATA) %q is neither passthrough nor block", o.InstanceMetadata)
+		invalid("proxy-port", o.ProxyPort, "not a port number")
 	}
 	if o.MetricsAddr != "" {
 		if _, port, err := net.SplitHostPort(o.MetricsAddr); err != nil || port == "" {
-			add("--metrics-addr (IMDS_PROXY_METRICS_ADDR) %q is not host:port", o.MetricsAddr)
+			invalid("metrics-addr", o.MetricsAddr, "not host:port")
 		}
 	}
 	for _, d := range []struct {
-		name string
+		flag string
 		v    time.Duration
-		zero bool
 	}{
-		{"--shutdown-delay", o.ShutdownDelay, true},
-		{"--drain-timeout", o.DrainTimeout, false},
-		{"--passthrough-timeout", o.PassthroughTimeout, false},
-		{"--exchange-timeout", o.ExchangeTimeout, false},
-		{"--min-remaining", o.MinRemaining, false},
-		{"--stale-grace", o.StaleGrace, false},
-		{"--negative-ttl", o.NegativeTTL, false},
-		{"--force-refresh-interval", o.ForceRefreshInterval, false},
+		{"drain-timeout", o.DrainTimeout},
+		{"passthrough-timeout", o.PassthroughTimeout},
+		{"exchange-timeout", o.ExchangeTimeout},
+		{"min-remaining", o.MinRemaining},
+		{"stale-grace", o.StaleGrace},
+		{"negative-ttl", o.NegativeTTL},
+		{"force-refresh-interval", o.ForceRefreshInterval},
 	} {
-		if d.v < 0 || (d.v == 0 && !d.zero) {
-			add("%s %v must be positive", d.name, d.v)
+		if d.v == 0 {
+			invalid(d.flag, d.v, "must be positive")
 		}
 	}
-	if o.MaxIdentities < 1 {
-		add("--max-identities %d must be at least 1", o.MaxIdentities)
-	}
-	if o.MaxEntries < 1 {
-		add("--max-entries %d must be at least 1", o.MaxEntries)
-	}
-	if o.ExemptUID < 0 {
-		add("--exempt-uid (PROXY_UID) %d is not a UID", o.ExemptUID)
+	for _, c := range []struct {
+		flag string
+		v    int
+	}{
+		{"max-identities", o.MaxIdentities},
+		{"max-entries", o.MaxEntries},
+		{"max-concurrent-exchanges", o.MaxConcurrentExchanges},
+		{"max-connections", o.MaxConnections},
+	} {
+		if c.v == 0 {
+			invalid(c.flag, c.v, "must be at least 1")
+		}
 	}
 	ids := make([]exchange.Identity, 0, len(o.Identities))
 	for _, s := range o.Identities {
 		id, err := ParseIdentity(s)
 		if err != nil {
-			add("--identity (IMDS_PROXY_IDENTITIES) %q: %v", s, err)
+			invalid("identity", s, err.Error())
 			continue
 		}
 		ids = append(ids, id)
 	}
-	if len(errs) > 0 {
-		return nil, errors.New(strings.Join(errs, "; "))
-	}
 	if len(ids) == 0 {
 		ids = nil
 	}
+
 	tenant := strings.TrimSpace(o.TenantID)
-	return &Config{
+	cfg := &Config{
 		ListenAddr:  net.JoinHostPort("127.0.0.1", fmt.Sprint(o.ProxyPort)),
 		MetricsAddr: o.MetricsAddr,
 		ExemptUID:   o.ExemptUID,
 		IMDS: imds.Config{
 			TenantID:           tenant,
 			Upstream:           o.Upstream,
-			InstanceMetadata:   mode,
+			InstanceMetadata:   imds.InstanceMetadataMode(o.InstanceMetadata),
 			PassthroughTimeout: o.PassthroughTimeout,
 			ShutdownDelay:      o.ShutdownDelay,
 			DrainTimeout:       o.DrainTimeout,
+			MaxConnections:     o.MaxConnections,
+			ExemptUID:          o.ExemptUID,
 		},
 		Exchange: exchange.Config{
-			TenantID:             tenant,
-			AuthorityHost:        o.AuthorityHost,
-			TokenFile:            o.TokenFile,
-			DefaultClientID:      strings.TrimSpace(o.ClientID),
-			Identities:           ids,
-			ExchangeTimeout:      o.ExchangeTimeout,
-			MinRemaining:         o.MinRemaining,
-			StaleGrace:           o.StaleGrace,
-			NegativeTTL:          o.NegativeTTL,
-			ForceRefreshInterval: o.ForceRefreshInterval,
-			MaxIdentities:        o.MaxIdentities,
-			MaxEntries:           o.MaxEntries,
+			TenantID:               tenant,
+			AuthorityHost:          o.AuthorityHost,
+			TokenFile:              o.TokenFile,
+			DefaultClientID:        strings.TrimSpace(o.ClientID),
+			Identities:             ids,
+			ExchangeTimeout:        o.ExchangeTimeout,
+			MinRemaining:           o.MinRemaining,
+			StaleGrace:             o.StaleGrace,
+			NegativeTTL:            o.NegativeTTL,
+			ForceRefreshInterval:   o.ForceRefreshInterval,
+			MaxIdentities:          o.MaxIdentities,
+			MaxEntries:             o.MaxEntries,
+			MaxConcurrentExchanges: o.MaxConcurrentExchanges,
 		},
-	}, nil
+	}
+	// The tenant is checked by both packages with one rule: report it once.
+	reported := map[string]bool{}
+	for _, err := range []error{cfg.IMDS.Validate(), cfg.Exchange.Validate()} {
+		for _, fe := range fieldErrors(err) {
+			flag := flagOfField(fe.Field)
+			if reported[flag] {
+				continue
+			}
+			reported[flag] = true
+			errs = append(errs, describeFieldError(sources, flag, fe))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "; "))
+	}
+	return cfg, nil
+}
+
+// fieldErrors lists the *exchange.FieldError values err joins (both
+// packages report their problems as that type).
+func fieldErrors(err error) []*exchange.FieldError {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	var out []*exchange.FieldError
+	for _, e := range errs {
+		var fe *exchange.FieldError
+		if errors.As(e, &fe) {
+			out = append(out, fe)
+		} else {
+			out = append(out, &exchange.FieldError{Field: "?", Err: e})
+		}
+	}
+	return out
+}
+
+// flagOfField names the option a field of imds.Config or exchange.Config
+// is set from. Fields of the same name in both packages come from the same
+// option.
+func flagOfField(field string) string {
+	if strings.HasPrefix(field, "Identities[") {
+		return "identity"
+	}
+	switch field {
+	case "TenantID":
+		return "tenant-id"
+	case "TokenFile":
+		return "federated-token-file"
+	case "DefaultClientID":
+		return "client-id"
+	case "AuthorityHost":
+		return "authority-host"
+	case "Upstream":
+		return "upstream"
+	case "InstanceMetadata":
+		return "instance-metadata"
+	case "ExemptUID":
+		return "exempt-uid"
+	default:
+		// PassthroughTimeout -> passthrough-timeout, and so on.
+		var b strings.Builder
+		for i, r := range field {
+			if 'A' <= r && r <= 'Z' {
+				if i > 0 {
+					b.WriteByte('-')
+				}
+				r += 'a' - 'A'
+			}
+			b.WriteRune(r)
+		}
+		return b.String()
+	}
+}
+
+// describeFieldError words one problem a package found. A missing tenant
+// or token file gets the hint that the workload identity webhook sets them:
+// that is where a user looks first.
+func describeFieldError(sources cli.Sources, flag string, fe *exchange.FieldError) string {
+	if fe.Value == "" || strings.TrimSpace(fe.Value) == "" {
+		switch flag {
+		case "tenant-id":
+			return "AZURE_TENANT_ID (--tenant-id) is not set: the workload identity webhook injects it into pods whose service account is labelled azure.workload.identity/use"
+		case "federated-token-file":
+			return "AZURE_FEDERATED_TOKEN_FILE (--federated-token-file) is not set: the workload identity webhook injects it with the projected service account token volume"
+		}
+	}
+	return invalidOption(sources, flag, fe.Value, fe.Err.Error())
+}
+
+// invalidOption words one invalid value as the environment fallbacks do
+// (internal/cli): `invalid AZURE_TENANT_ID "a/b" (--tenant-id): reason` for
+// a value from the environment, `invalid --tenant-id "a/b": reason` for one
+// from the command line or the defaults.
+func invalidOption(sources cli.Sources, flag, value, reason string) string {
+	if name := sources.Name(flag); name != "--"+flag {
+		return fmt.Sprintf("invalid %s %q (--%s): %s", name, value, flag, reason)
+	}
+	return fmt.Sprintf("invalid --%s %q: %s", flag, value, reason)
 }
 
 // ProbeConfig translates the options of --probe. Only the port must be
 // valid; no AZURE_* variable is required.
 func (o *Options) ProbeConfig() (*ProbeConfig, error) {
 	if o.ProxyPort < 1 || o.ProxyPort > 65535 {
-		return nil, fmt.Errorf("--proxy-port (PROXY_PORT) %d is not a port number", o.ProxyPort)
+		return nil, errors.New(invalidOption(nil, "proxy-port", fmt.Sprint(o.ProxyPort), "not a port number"))
 	}
 	resource := o.WarmupResource
 	if resource == "" {
-		resource = WarmupResource(o.AuthorityHost)
+		// An unknown host (a private cloud, an emulator) gets the public
+		// cloud's endpoint: an invalid_resource answer still proves that the
+		// federation works, and --warmup-resource overrides it.
+		resource, _ = exchange.ResourceManagerFor(o.AuthorityHost)
 	}
 	return &ProbeConfig{
 		BaseURL:  "http://" + net.JoinHostPort("127.0.0.1", fmt.Sprint(o.ProxyPort)),
@@ -292,14 +403,6 @@ func (o *Options) ProbeConfig() (*ProbeConfig, error) {
 		Resource: resource,
 		Strict:   o.ProbeStrict,
 	}, nil
-}
-
-func checkHTTPSURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return errors.New("is not an https URL")
-	}
-	return nil
 }
 
 // ParseIdentity parses one --identity value. Two forms are accepted:
@@ -354,24 +457,4 @@ func ParseIdentity(s string) (exchange.Identity, error) {
 		return exchange.Identity{}, fmt.Errorf("resource id %q does not start with /subscriptions/", id.ResourceID)
 	}
 	return id, nil
-}
-
-// WarmupResource returns the Resource Manager endpoint of the cloud an
-// authority host belongs to: the --probe warm-up asks for a token for it,
-// which every identity may request. Unknown hosts (private clouds, test
-// emulators) get the public cloud's endpoint; an invalid_resource answer
-// still proves the federation works, and --warmup-resource overrides it.
-func WarmupResource(authorityHost string) string {
-	u, err := url.Parse(authorityHost)
-	if err != nil {
-		return "https://management.azure.com/"
-	}
-	switch strings.ToLower(u.Hostname()) {
-	case "login.microsoftonline.us", "login-us.microsoftonline.com", "login.usgovcloudapi.net":
-		return "https://management.usgovcloudapi.net/"
-	case "login.chinacloudapi.cn", "login.partner.microsoftonline.cn":
-		return "https://management.chinacloudapi.cn/"
-	default:
-		return "https://management.azure.com/"
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imds-proxy/imds-proxy/internal/cli"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 )
@@ -21,7 +22,7 @@ func validOptions() *Options {
 
 func TestValidateDefaults(t *testing.T) {
 	t.Parallel()
-	cfg, err := validOptions().Validate()
+	cfg, err := validOptions().Validate(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,19 +36,22 @@ func TestValidateDefaults(t *testing.T) {
 			PassthroughTimeout: 5 * time.Second,
 			ShutdownDelay:      5 * time.Second,
 			DrainTimeout:       20 * time.Second,
+			MaxConnections:     1024,
+			ExemptUID:          1501,
 		},
 		Exchange: exchange.Config{
-			TenantID:             "72f988bf-86f1-41af-91ab-2d7cd011db47",
-			AuthorityHost:        "https://login.microsoftonline.com/",
-			TokenFile:            "/var/run/secrets/azure/tokens/azure-identity-token",
-			DefaultClientID:      "11111111-2222-3333-4444-555555555555",
-			ExchangeTimeout:      15 * time.Second,
-			MinRemaining:         10 * time.Minute,
-			StaleGrace:           5 * time.Minute,
-			NegativeTTL:          30 * time.Second,
-			ForceRefreshInterval: 30 * time.Second,
-			MaxIdentities:        64,
-			MaxEntries:           1024,
+			TenantID:               "72f988bf-86f1-41af-91ab-2d7cd011db47",
+			AuthorityHost:          "https://login.microsoftonline.com/",
+			TokenFile:              "/var/run/secrets/azure/tokens/azure-identity-token",
+			DefaultClientID:        "11111111-2222-3333-4444-555555555555",
+			ExchangeTimeout:        15 * time.Second,
+			MinRemaining:           10 * time.Minute,
+			StaleGrace:             5 * time.Minute,
+			NegativeTTL:            30 * time.Second,
+			ForceRefreshInterval:   30 * time.Second,
+			MaxIdentities:          64,
+			MaxEntries:             1024,
+			MaxConcurrentExchanges: 8,
 		},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -66,7 +70,7 @@ func TestValidateTranslates(t *testing.T) {
 	o.ShutdownDelay = 0
 	o.Upstream = "http://127.0.0.1:8080"
 	o.AuthorityHost = "https://login.microsoftonline.us/"
-	cfg, err := o.Validate()
+	cfg, err := o.Validate(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,50 +89,59 @@ func TestValidateTranslates(t *testing.T) {
 	}
 }
 
+// TestValidateErrors checks the one line a bad configuration ends the
+// start with: every problem, named after the flag or the environment
+// variable its value came from, judged by the package that uses the value.
 func TestValidateErrors(t *testing.T) {
 	t.Parallel()
+	const tenantRule = "a tenant is a tenant ID (a GUID) or a domain name, made of letters, digits, '-' and '.'"
+	const noTenant = "AZURE_TENANT_ID (--tenant-id) is not set: the workload identity webhook injects it into pods whose service account is labelled azure.workload.identity/use"
+	const noTokenFile = "AZURE_FEDERATED_TOKEN_FILE (--federated-token-file) is not set: the workload identity webhook injects it with the projected service account token volume"
+	fromEnv := cli.Sources{"tenant-id": "AZURE_TENANT_ID", "authority-host": "AZURE_AUTHORITY_HOST", "exempt-uid": "PROXY_UID"}
 	tests := []struct {
-		name   string
-		modify func(*Options)
-		want   string
+		name    string
+		modify  func(*Options)
+		sources cli.Sources
+		want    string
 	}{
-		{"tenant missing", func(o *Options) { o.TenantID = "" },
-			"AZURE_TENANT_ID (--tenant-id) is not set: the workload identity webhook injects it into pods whose service account is labelled azure.workload.identity/use"},
-		{"tenant blank", func(o *Options) { o.TenantID = "  " },
-			"AZURE_TENANT_ID (--tenant-id) is not set: the workload identity webhook injects it into pods whose service account is labelled azure.workload.identity/use"},
-		{"token file missing", func(o *Options) { o.TokenFile = "" },
-			"AZURE_FEDERATED_TOKEN_FILE (--federated-token-file) is not set: the workload identity webhook injects it with the projected service account token volume"},
-		{"both missing, one line", func(o *Options) { o.TenantID = ""; o.TokenFile = "" },
-			"AZURE_TENANT_ID (--tenant-id) is not set: the workload identity webhook injects it into pods whose service account is labelled azure.workload.identity/use; " +
-				"AZURE_FEDERATED_TOKEN_FILE (--federated-token-file) is not set: the workload identity webhook injects it with the projected service account token volume"},
-		{"port negative", func(o *Options) { o.ProxyPort = -1 }, "--proxy-port (PROXY_PORT) -1 is not a port number"},
-		{"port too large", func(o *Options) { o.ProxyPort = 65536 }, "--proxy-port (PROXY_PORT) 65536 is not a port number"},
-		{"authority http", func(o *Options) { o.AuthorityHost = "http://login.microsoftonline.com/" },
-			`AZURE_AUTHORITY_HOST (--authority-host) "http://login.microsoftonline.com/" is not an https URL`},
-		{"authority garbage", func(o *Options) { o.AuthorityHost = "::" },
-			`AZURE_AUTHORITY_HOST (--authority-host) "::" is not an https URL`},
-		{"upstream path", func(o *Options) { o.Upstream = "http://169.254.169.254/metadata" },
-			`--upstream (IMDS_PROXY_UPSTREAM): upstream "http://169.254.169.254/metadata": must be scheme://host[:port] without path, query or credentials`},
-		{"instance metadata", func(o *Options) { o.InstanceMetadata = "deny" },
-			`--instance-metadata (IMDS_PROXY_INSTANCE_METADATA) "deny" is neither passthrough nor block`},
-		{"metrics addr", func(o *Options) { o.MetricsAddr = "9090" },
-			`--metrics-addr (IMDS_PROXY_METRICS_ADDR) "9090" is not host:port`},
-		{"negative delay", func(o *Options) { o.ShutdownDelay = -time.Second }, "--shutdown-delay -1s must be positive"},
-		{"zero exchange timeout", func(o *Options) { o.ExchangeTimeout = 0 }, "--exchange-timeout 0s must be positive"},
-		{"zero passthrough timeout", func(o *Options) { o.PassthroughTimeout = 0 }, "--passthrough-timeout 0s must be positive"},
-		{"max entries", func(o *Options) { o.MaxEntries = 0 }, "--max-entries 0 must be at least 1"},
-		{"max identities", func(o *Options) { o.MaxIdentities = -3 }, "--max-identities -3 must be at least 1"},
-		{"exempt uid", func(o *Options) { o.ExemptUID = -1 }, "--exempt-uid (PROXY_UID) -1 is not a UID"},
-		{"identity without client id", func(o *Options) { o.Identities = []string{",oid"} },
-			`--identity (IMDS_PROXY_IDENTITIES) ",oid": client id is missing`},
-		{"identity bad key", func(o *Options) { o.Identities = []string{"client_id=c,tenant=t"} },
-			`--identity (IMDS_PROXY_IDENTITIES) "client_id=c,tenant=t": unknown key "tenant" (want client_id, object_id, resource_id)`},
+		{"tenant missing", func(o *Options) { o.TenantID = "" }, nil, noTenant},
+		{"tenant blank", func(o *Options) { o.TenantID = "  " }, nil, noTenant},
+		{"token file missing", func(o *Options) { o.TokenFile = "" }, nil, noTokenFile},
+		{"both missing, one line", func(o *Options) { o.TenantID = ""; o.TokenFile = "" }, nil, noTenant + "; " + noTokenFile},
+		// These started the listener and failed only at the first exchange.
+		{"tenant with a slash", func(o *Options) { o.TenantID = "a/b" }, nil,
+			`invalid --tenant-id "a/b": contains '/': ` + tenantRule},
+		{"tenant with a slash, from the environment", func(o *Options) { o.TenantID = "a/b" }, fromEnv,
+			`invalid AZURE_TENANT_ID "a/b" (--tenant-id): contains '/': ` + tenantRule},
+		{"authority with a query", func(o *Options) { o.AuthorityHost = "https://login.microsoftonline.com/?x=1" }, fromEnv,
+			`invalid AZURE_AUTHORITY_HOST "https://login.microsoftonline.com/?x=1" (--authority-host): must not carry a query`},
+		{"authority http", func(o *Options) { o.AuthorityHost = "http://login.microsoftonline.com/" }, nil,
+			`invalid --authority-host "http://login.microsoftonline.com/": must be an https URL`},
+		{"port negative", func(o *Options) { o.ProxyPort = -1 }, nil, `invalid --proxy-port "-1": not a port number`},
+		{"port too large", func(o *Options) { o.ProxyPort = 65536 }, cli.Sources{"proxy-port": "PROXY_PORT"},
+			`invalid PROXY_PORT "65536" (--proxy-port): not a port number`},
+		{"upstream path", func(o *Options) { o.Upstream = "http://169.254.169.254/metadata" }, nil,
+			`invalid --upstream "http://169.254.169.254/metadata": must be scheme://host[:port] without path, query or credentials`},
+		{"instance metadata", func(o *Options) { o.InstanceMetadata = "deny" }, nil,
+			`invalid --instance-metadata "deny": must be "passthrough" or "block"`},
+		{"metrics addr", func(o *Options) { o.MetricsAddr = "9090" }, nil, `invalid --metrics-addr "9090": not host:port`},
+		{"negative delay", func(o *Options) { o.ShutdownDelay = -time.Second }, nil, `invalid --shutdown-delay "-1s": must not be negative`},
+		{"zero exchange timeout", func(o *Options) { o.ExchangeTimeout = 0 }, nil, `invalid --exchange-timeout "0s": must be positive`},
+		{"zero passthrough timeout", func(o *Options) { o.PassthroughTimeout = 0 }, nil, `invalid --passthrough-timeout "0s": must be positive`},
+		{"max entries", func(o *Options) { o.MaxEntries = 0 }, nil, `invalid --max-entries "0": must be at least 1`},
+		{"zero concurrent exchanges", func(o *Options) { o.MaxConcurrentExchanges = 0 }, nil,
+			`invalid --max-concurrent-exchanges "0": must be at least 1`},
+		{"exempt uid", func(o *Options) { o.ExemptUID = -1 }, fromEnv, `invalid PROXY_UID "-1" (--exempt-uid): is not a UID (0 to 4294967294)`},
+		{"identity without client id", func(o *Options) { o.Identities = []string{",oid"} }, nil,
+			`invalid --identity ",oid": client id is missing`},
+		{"identity bad key", func(o *Options) { o.Identities = []string{"client_id=c,tenant=t"} }, nil,
+			`invalid --identity "client_id=c,tenant=t": unknown key "tenant" (want client_id, object_id, resource_id)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := validOptions()
 			tt.modify(o)
-			cfg, err := o.Validate()
+			cfg, err := o.Validate(tt.sources)
 			if err == nil {
 				t.Fatalf("Validate() = %+v; want error %s", cfg, tt.want)
 			}
@@ -163,7 +176,7 @@ func TestProbeConfig(t *testing.T) {
 		t.Errorf("ProbeConfig() = %+v", pc)
 	}
 	o.ProxyPort = 0
-	if _, err := o.ProbeConfig(); err == nil || err.Error() != "--proxy-port (PROXY_PORT) 0 is not a port number" {
+	if _, err := o.ProbeConfig(); err == nil || err.Error() != `invalid --proxy-port "0": not a port number` {
 		t.Errorf("port 0: %v", err)
 	}
 }
@@ -224,7 +237,10 @@ func FuzzParseIdentity(f *testing.F) {
 	})
 }
 
-func TestWarmupResource(t *testing.T) {
+// TestProbeWarmupResource checks the warm-up resource --probe asks for
+// when --warmup-resource is not set: the Resource Manager endpoint of the
+// authority host's cloud, the public cloud's for hosts of no known cloud.
+func TestProbeWarmupResource(t *testing.T) {
 	t.Parallel()
 	tests := map[string]string{
 		"https://login.microsoftonline.com/":        "https://management.azure.com/",
@@ -235,9 +251,12 @@ func TestWarmupResource(t *testing.T) {
 		"https://127.0.0.1:8443/":                   "https://management.azure.com/",
 		"::":                                        "https://management.azure.com/",
 	}
-	for in, want := range tests {
-		if got := WarmupResource(in); got != want {
-			t.Errorf("WarmupResource(%q) = %q; want %q", in, got, want)
+	for host, want := range tests {
+		o := NewOptions()
+		o.AuthorityHost = host
+		pc, err := o.ProbeConfig()
+		if err != nil || pc.Resource != want {
+			t.Errorf("authority host %q: warm-up resource %q, %v; want %q", host, pc.Resource, err, want)
 		}
 	}
 }
