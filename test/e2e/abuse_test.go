@@ -30,13 +30,14 @@ import (
 // and keep its goroutines, file descriptors and memory within bounds that
 // follow from its configuration:
 //
-//   - connections: at most 1024 served at once (imds.DefaultMaxConnections;
-//     further ones wait in the kernel's accept queue), each a goroutine and
-//     a file descriptor; a request head must arrive within 5 s (16 KiB at
-//     most), a declared body is refused at once and its connection closed
-//     within half a second;
-//   - cache: at most 1024 tokens (LRU), 64 MSAL clients, at most 8 Entra
-//     exchanges at once.
+//   - connections: at most --max-connections (1024, the default) served at
+//     once, further ones waiting in the kernel's accept queue, each a
+//     goroutine and a file descriptor; a request head must arrive within
+//     5 s (16 KiB at most), a declared body is refused at once and its
+//     connection closed within half a second;
+//   - cache: at most 1024 tokens (LRU), 64 MSAL clients, and at most
+//     --max-concurrent-exchanges Entra exchanges at once (4 here, half the
+//     default, to see the flag at work).
 //
 // Once the storm is over, goroutines and file descriptors go back to the
 // baseline plus a small constant (idle connections to Entra), and resident
@@ -44,11 +45,12 @@ import (
 
 // Bounds asserted by TestAbuse.
 const (
-	// abuseMaxConnections is the proxy's cap on served connections
-	// (imds.DefaultMaxConnections). While the cap is reached, goroutines
-	// and file descriptors stay below the baseline plus the cap plus the
-	// settle constants below.
+	// abuseMaxConnections is the proxy's --max-connections. While the cap
+	// is reached, goroutines and file descriptors stay below the baseline
+	// plus the cap plus the settle constants below.
 	abuseMaxConnections = 1024
+	// abuseMaxExchanges is the proxy's --max-concurrent-exchanges.
+	abuseMaxExchanges = 4
 	// abuseSettleGoroutines and abuseSettleFDs are what may remain above
 	// the baseline once every abusive connection is gone: idle keep-alive
 	// connections to Entra (two goroutines and one descriptor each, at most
@@ -267,7 +269,11 @@ var (
 // measures it before, during and after.
 func TestAbuse(t *testing.T) {
 	t.Parallel()
-	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID, ProxyArgs: []string{"--metrics-addr=" + abuseMetricsAddr}})
+	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID, ProxyArgs: []string{
+		"--metrics-addr=" + abuseMetricsAddr,
+		"--max-connections=" + strconv.Itoa(abuseMaxConnections),
+		"--max-concurrent-exchanges=" + strconv.Itoa(abuseMaxExchanges),
+	}})
 	c := newRawClient(env)
 	pod := func(res string) wantToken {
 		return wantToken{Resource: res, ClientID: podenv.DefaultClientID, Tenant: env.Tenant}
@@ -665,7 +671,8 @@ func TestAbuse(t *testing.T) {
 
 	t.Run("flood of resources and client ids", func(t *testing.T) {
 		// Entra takes 30 ms per token, so exchanges overlap: the emulator
-		// sees at most 8 at once, however many requests wait.
+		// sees at most --max-concurrent-exchanges at once, however many
+		// requests wait.
 		podenvtest.SetFault(t, env, entraemu.Fault{Latency: 30 * time.Millisecond})
 		defer podenvtest.SetFault(t, env, entraemu.Fault{})
 		if err := env.ResetCalls(context.Background()); err != nil {
@@ -719,8 +726,8 @@ func TestAbuse(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("flood: %d token POSTs, at most %d at once at Entra", stats.Total, stats.MaxInFlight)
-		if stats.MaxInFlight > 8 || stats.MaxInFlight < 2 {
-			t.Errorf("Entra saw at most %d token requests at once, want 2..8 (the proxy's cap is 8)", stats.MaxInFlight)
+		if stats.MaxInFlight > abuseMaxExchanges || stats.MaxInFlight < 2 {
+			t.Errorf("Entra saw at most %d token requests at once, want 2..%d (--max-concurrent-exchanges)", stats.MaxInFlight, abuseMaxExchanges)
 		}
 		// Every resource was asked once and every client id once: one
 		// exchange each.
