@@ -24,7 +24,7 @@ build:
 deps:
 	$(ROOT) ./hack/install-deps.sh
 
-## kubebin: kube-apiserver and kubelet built from k8s.io/kubernetes
+## kubebin: kube-apiserver, kube-controller-manager and kubelet built from k8s.io/kubernetes
 ## (test/kubebin) into a cache outside the repository, keyed by version
 ## (/var/cache/imds-proxy, or $IMDS_PROXY_CACHE). Cold: minutes; warm: instant.
 kubebin: deps
@@ -32,13 +32,14 @@ kubebin: deps
 
 ## test: formatting, vet, and every test with the race detector, as root:
 ## unit, real-kernel iptables, e2e with real SDK clients, the podman pod run,
-## the tests against a real kube-apiserver.
+## the tests against a real kube-apiserver and on a real kubelet node.
 test: deps fmt vet kubebin
 	$(ROOT) $(GO) test -race -count=1 -timeout 25m ./...
 
-## test-k8s: only the tests against a real kube-apiserver and etcd (root).
+## test-k8s: only the tests against a real kube-apiserver and etcd, and on
+## a real kubelet node with containerd (root).
 test-k8s: deps kubebin
-	$(ROOT) $(GO) test -race -count=1 -timeout 15m -v ./internal/kubeenv/... ./test/k8s/...
+	$(ROOT) $(GO) test -race -count=1 -timeout 20m -v ./internal/kubeenv/... ./internal/kubenode/... ./test/k8s/...
 
 ## unit: the fast subset; needs no root (root-only tests skip and say so).
 unit:

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 apt_pkgs=(iptables iproute2 curl ca-certificates util-linux procps
 	python3-azure azure-cli
 	podman buildah runc debootstrap
-	etcd-server)
+	etcd-server
+	containerd containernetworking-plugins)
 missing=()
 for p in "${apt_pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -15,13 +15,14 @@ import (
 
 // Names of the binaries in the directory Build returns.
 const (
-	APIServerBin = "kube-apiserver"
-	KubeletBin   = "kubelet"
+	APIServerBin         = "kube-apiserver"
+	ControllerManagerBin = "kube-controller-manager"
+	KubeletBin           = "kubelet"
 )
 
-// Build runs test/kubebin/build.sh, which builds kube-apiserver and
-// kubelet from the version of k8s.io/kubernetes that test/kubebin/go.mod
-// pins into a cache outside the repository ($IMDS_PROXY_CACHE, default
+// Build runs test/kubebin/build.sh, which builds kube-apiserver,
+// kube-controller-manager and kubelet from the version of
+// k8s.io/kubernetes that test/kubebin/go.mod pins into a cache outside the repository ($IMDS_PROXY_CACHE, default
 // /var/cache/imds-proxy), and returns that directory. A warm cache costs a
 // hash and a stat; a cold one several minutes and about 2 GB of memory.
 // The script's progress lines go to progress (may be nil). It uses the go
@@ -47,7 +48,7 @@ func Build(ctx context.Context, progress io.Writer) (string, error) {
 		return "", fmt.Errorf("%s: %w\n%s", script, err, lastLines(stderr.String(), 40))
 	}
 	dir := strings.TrimSpace(stdout.String())
-	for _, bin := range []string{APIServerBin, KubeletBin} {
+	for _, bin := range []string{APIServerBin, ControllerManagerBin, KubeletBin} {
 		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
 			return "", fmt.Errorf("%s printed %q, which holds no %s: %w", script, dir, bin, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,11 @@ type Options struct {
 	// APIServerArgs are appended to kube-apiserver's arguments (a later
 	// flag wins over an earlier one).
 	APIServerArgs []string
+	// Controllers, when set, are the kube-controller-manager controllers to
+	// run beside the API server (e.g. "job", "serviceaccount",
+	// "root-ca-cert-publisher"); without them no controller runs. Nothing
+	// else in the namespace may then listen on 127.0.0.1:10257.
+	Controllers []string
 	// Logf, when set, receives progress lines.
 	Logf func(format string, args ...any)
 }
@@ -83,8 +89,9 @@ type Cluster struct {
 	// https://127.0.0.1:443 (no name lookup needed inside Netns), for a
 	// kubelet or kubectl run there. It holds the token: mode 0600.
 	Kubeconfig string
-	// EtcdLog and APIServerLog capture each program's output.
-	EtcdLog, APIServerLog string
+	// EtcdLog, APIServerLog and ControllerManagerLog capture each program's
+	// output.
+	EtcdLog, APIServerLog, ControllerManagerLog string
 	// Ready is how long the API server took from exec to a ready /readyz
 	// with the issuer's discovery endpoints open.
 	Ready time.Duration
@@ -96,11 +103,12 @@ type Cluster struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu        sync.Mutex // guards the fields below
-	closed    bool
-	etcd      *podenv.Process
-	apiserver *podenv.Process
-	resources map[string]apiResource // discovery cache, by apiVersion+"/"+kind
+	mu                sync.Mutex // guards the fields below
+	closed            bool
+	etcd              *podenv.Process
+	apiserver         *podenv.Process
+	controllerManager *podenv.Process
+	resources         map[string]apiResource // discovery cache, by apiVersion+"/"+kind
 }
 
 // Start creates the keys and certificates, starts etcd and the API server
@@ -135,15 +143,16 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c := &Cluster{
-		Netns:        opts.Netns,
-		Dir:          dir,
-		URL:          Issuer,
-		Issuer:       Issuer,
-		CAFile:       filepath.Join(dir, "ca.pem"),
-		Kubeconfig:   filepath.Join(dir, "kubeconfig"),
-		EtcdLog:      filepath.Join(dir, "etcd.log"),
-		APIServerLog: filepath.Join(dir, "kube-apiserver.log"),
-		resources:    map[string]apiResource{},
+		Netns:                opts.Netns,
+		Dir:                  dir,
+		URL:                  Issuer,
+		Issuer:               Issuer,
+		CAFile:               filepath.Join(dir, "ca.pem"),
+		Kubeconfig:           filepath.Join(dir, "kubeconfig"),
+		EtcdLog:              filepath.Join(dir, "etcd.log"),
+		APIServerLog:         filepath.Join(dir, "kube-apiserver.log"),
+		ControllerManagerLog: filepath.Join(dir, "kube-controller-manager.log"),
+		resources:            map[string]apiResource{},
 	}
 	c.unregister = podenv.Register(c)
 	defer func() {
@@ -212,6 +221,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	opts.Logf("kubeenv: kube-apiserver ready in %v", c.Ready.Round(time.Millisecond))
+	if len(opts.Controllers) > 0 {
+		opts.Logf("kubeenv: starting kube-controller-manager (%s)", strings.Join(opts.Controllers, ","))
+		if err := c.startControllerManager(ctx, filepath.Join(opts.BinDir, ControllerManagerBin), opts.Controllers); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -376,7 +391,7 @@ func (c *Cluster) spawn(argv []string, logPath string, slot **podenv.Process) (*
 }
 
 // PIDs returns the process ids of the running control plane, by program
-// name ("etcd", "kube-apiserver").
+// name ("etcd", "kube-apiserver", "kube-controller-manager").
 func (c *Cluster) PIDs() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -387,12 +402,15 @@ func (c *Cluster) PIDs() map[string]int {
 	if c.apiserver != nil && !c.apiserver.Exited() {
 		out[APIServerBin] = c.apiserver.Pid()
 	}
+	if c.controllerManager != nil && !c.controllerManager.Exited() {
+		out[ControllerManagerBin] = c.controllerManager.Pid()
+	}
 	return out
 }
 
-// Close stops the API server, then etcd (SIGTERM, SIGKILL after a few
-// seconds), deletes the cluster's own namespace if it made one, and
-// removes Dir. It is safe to call twice and from a signal handler.
+// Close stops the controller manager, the API server, then etcd (SIGTERM,
+// SIGKILL after a few seconds), deletes the cluster's own namespace if it
+// made one, and removes Dir. It is safe to call twice and from a signal handler.
 func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() { c.closeErr = c.close() })
 	return c.closeErr
@@ -400,9 +418,12 @@ func (c *Cluster) Close() error {
 
 func (c *Cluster) close() error {
 	c.mu.Lock()
-	apiserver, etcd := c.apiserver, c.etcd
+	controllerManager, apiserver, etcd := c.controllerManager, c.apiserver, c.etcd
 	c.closed = true // no new process from now on
 	c.mu.Unlock()
+	if controllerManager != nil {
+		controllerManager.Stop(5 * time.Second)
+	}
 	if apiserver != nil {
 		apiserver.Stop(5 * time.Second)
 	}

@@ -30,8 +30,10 @@
 // them, as Entra needs none.
 //
 // Without a kube-controller-manager nothing creates ServiceAccounts
-// ("default" included), the kube-root-ca.crt ConfigMap or garbage-collects
-// anything: tests create what they use.
+// ("default" included), the kube-root-ca.crt ConfigMap, the pods of a Job,
+// or garbage-collects anything: tests create what they use, or name the
+// controllers to run in Options.Controllers (kube-controller-manager with
+// only those, on 127.0.0.1:10257).
 //
 // The harness process stays in the host namespace and reaches the API
 // server through podenv.NetnsDialer (Do, Create, DryRun, RequestToken).

@@ -168,6 +168,11 @@ func TempDir(kind string) (string, error) {
 	return dir, nil
 }
 
+// StaleName reports whether name is imdsp-<pid>-... of a process that is
+// gone, for harnesses that clean leftovers of their own kinds (a node's
+// cgroups, say) the way CleanStale does namespaces and directories.
+func StaleName(name string) bool { return stalePID(name) }
+
 // stalePID reports whether name is imdsp-<pid>-... of a process that is
 // gone.
 func stalePID(name string) bool {

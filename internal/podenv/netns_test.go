@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -121,5 +122,33 @@ func TestCleanStale(t *testing.T) {
 	}
 	if !exists(filepath.Join(netnsDir, mine)) || !exists(filepath.Join(netnsEtc, mine)) {
 		t.Errorf("namespace %s of this process removed", mine)
+	}
+}
+
+// TestStaleName: only our prefix with the pid of a process that is gone is
+// stale; this process's names, live processes and foreign names are not.
+func TestStaleName(t *testing.T) {
+	done := exec.Command("true")
+	if err := done.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone := done.Process.Pid
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{netnsPrefix + strconv.Itoa(gone) + "-3-node", true},
+		{netnsPrefix + strconv.Itoa(gone) + "-node-123456", true},
+		{netnsPrefix + strconv.Itoa(os.Getpid()) + "-3-node", false},
+		{netnsPrefix + "1-3-node", false}, // init is alive
+		{netnsPrefix + "-3-node", false},
+		{netnsPrefix + "abc-3-node", false},
+		{"kubepods", false},
+		{"imdsp", false},
+		{"", false},
+	} {
+		if got := StaleName(tc.name); got != tc.want {
+			t.Errorf("StaleName(%q) = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

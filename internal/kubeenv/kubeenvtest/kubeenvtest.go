@@ -15,6 +15,7 @@ package kubeenvtest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"sync"
@@ -94,16 +95,20 @@ func Start(t testing.TB, opts kubeenv.Options) *kubeenv.Cluster {
 	return c
 }
 
-// DumpLogs writes the tail of the etcd and kube-apiserver logs to the test
-// log.
+// DumpLogs writes the tail of the etcd, kube-apiserver and (when it ran)
+// kube-controller-manager logs to the test log.
 func DumpLogs(t testing.TB, c *kubeenv.Cluster) {
 	t.Helper()
 	const max = 16 << 10
 	for _, f := range []struct{ name, path string }{
 		{"etcd", c.EtcdLog},
 		{"kube-apiserver", c.APIServerLog},
+		{"kube-controller-manager", c.ControllerManagerLog},
 	} {
 		b, err := os.ReadFile(f.path)
+		if errors.Is(err, os.ErrNotExist) && f.name == "kube-controller-manager" {
+			continue
+		}
 		if err != nil {
 			t.Logf("--- %s log: %v", f.name, err)
 			continue
