@@ -6,8 +6,8 @@ import "fmt"
 // value after the warm-up: 10 %.
 const flatTolerance = 0.10
 
-// flatCheck compares one figure at the end with its value after warm-up.
-type flatCheck struct {
+// FlatCheck compares one figure at the end with its value after warm-up.
+type FlatCheck struct {
 	Name      string
 	Warm, End int64
 	// Slack is an absolute allowance on top of the 10 % for small counts:
@@ -19,12 +19,12 @@ type flatCheck struct {
 }
 
 // allowed is the largest difference that still counts as flat.
-func (c flatCheck) allowed() int64 {
+func (c FlatCheck) allowed() int64 {
 	return max(int64(float64(c.Warm)*flatTolerance), c.Slack)
 }
 
 // Flat reports whether End is within the allowance of Warm.
-func (c flatCheck) Flat() bool {
+func (c FlatCheck) Flat() bool {
 	d := c.End - c.Warm
 	if d < 0 {
 		d = -d
@@ -32,7 +32,7 @@ func (c flatCheck) Flat() bool {
 	return d <= c.allowed()
 }
 
-func (c flatCheck) String() string {
+func (c FlatCheck) String() string {
 	verdict := "flat"
 	if !c.Flat() {
 		verdict = "NOT FLAT"
@@ -45,7 +45,7 @@ func (c flatCheck) String() string {
 		c.Name, c.format(c.Warm), c.format(c.End), pct, c.format(c.allowed()), verdict)
 }
 
-func (c flatCheck) format(v int64) string {
+func (c FlatCheck) format(v int64) string {
 	if c.Unit == "MiB" {
 		return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20))
 	}

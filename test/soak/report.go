@@ -21,7 +21,7 @@ type Report struct {
 	// Faults are the faults switched on, in order.
 	Faults []string
 	// Flat compares the end with the warm-up.
-	Flat []flatCheck
+	Flat []FlatCheck
 	// Scan is the log scan for secrets.
 	Scan ScanResult
 	// Notes are figures beyond the table (loadgen, real clients,
@@ -37,7 +37,7 @@ type ScanResult struct {
 	Bytes                       int64
 	AccessTokens, DroppedTokens int
 	SATokens, AuthzValues       int
-	Hits                        []scanHit
+	Hits                        []ScanHit
 }
 
 func (r *Report) fail(format string, args ...any) {
@@ -188,7 +188,7 @@ func (s *soak) judge() {
 		s.rep.fail("no warm-up or end sample")
 		return
 	}
-	s.rep.Flat = []flatCheck{
+	s.rep.Flat = []FlatCheck{
 		{Name: "RSS", Warm: warm.RSS, End: end.RSS, Unit: "MiB"},
 		{Name: "goroutines", Warm: int64(warm.Goroutines), End: int64(end.Goroutines), Slack: 2},
 		{Name: "fds", Warm: int64(warm.FDs), End: int64(end.FDs), Slack: 1},

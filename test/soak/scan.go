@@ -49,8 +49,8 @@ func (s *secretScanner) add(name, secret string) int {
 	return n
 }
 
-// scanHit is one secret found in one file.
-type scanHit struct {
+// ScanHit is one secret found in one file: its name, never the secret.
+type ScanHit struct {
 	File, Secret string
 	Offset       int64
 }
@@ -58,7 +58,7 @@ type scanHit struct {
 // scanFile reads path and reports every secret found (one hit per secret
 // and file) and the bytes scanned. A missing file is an error: the soak
 // only scans files it wrote.
-func (s *secretScanner) scanFile(path string) ([]scanHit, int64, error) {
+func (s *secretScanner) scanFile(path string) ([]ScanHit, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
@@ -69,10 +69,10 @@ func (s *secretScanner) scanFile(path string) ([]scanHit, int64, error) {
 
 // scan reads r in blocks that overlap by chunkLen-1 bytes, so a chunk
 // across a block boundary is still seen.
-func (s *secretScanner) scan(name string, r io.Reader) ([]scanHit, int64, error) {
+func (s *secretScanner) scan(name string, r io.Reader) ([]ScanHit, int64, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	buf := make([]byte, 0, 1<<20+chunkLen)
-	var hits []scanHit
+	var hits []ScanHit
 	seen := map[int]bool{}
 	var base, total int64
 	for {
@@ -84,7 +84,7 @@ func (s *secretScanner) scan(name string, r io.Reader) ([]scanHit, int64, error)
 			copy(k[:], buf[i:i+chunkLen])
 			if id, ok := s.chunks[k]; ok && !seen[id] {
 				seen[id] = true
-				hits = append(hits, scanHit{File: name, Secret: s.names[id], Offset: base + int64(i)})
+				hits = append(hits, ScanHit{File: name, Secret: s.names[id], Offset: base + int64(i)})
 			}
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {

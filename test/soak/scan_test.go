@@ -66,22 +66,22 @@ func TestSecretScannerAcrossBlocks(t *testing.T) {
 
 func TestFlatCheck(t *testing.T) {
 	for _, tc := range []struct {
-		c    flatCheck
+		c    FlatCheck
 		flat bool
 	}{
-		{flatCheck{Name: "rss", Warm: 20 << 20, End: 21 << 20, Unit: "MiB"}, true},
-		{flatCheck{Name: "rss", Warm: 20 << 20, End: 23 << 20, Unit: "MiB"}, false},
-		{flatCheck{Name: "rss", Warm: 20 << 20, End: 17 << 20, Unit: "MiB"}, false},
-		{flatCheck{Name: "goroutines", Warm: 15, End: 17, Slack: 2}, true},
-		{flatCheck{Name: "goroutines", Warm: 15, End: 18, Slack: 2}, false},
-		{flatCheck{Name: "goroutines", Warm: 100, End: 110, Slack: 2}, true},
-		{flatCheck{Name: "goroutines", Warm: 100, End: 111, Slack: 2}, false},
+		{FlatCheck{Name: "rss", Warm: 20 << 20, End: 21 << 20, Unit: "MiB"}, true},
+		{FlatCheck{Name: "rss", Warm: 20 << 20, End: 23 << 20, Unit: "MiB"}, false},
+		{FlatCheck{Name: "rss", Warm: 20 << 20, End: 17 << 20, Unit: "MiB"}, false},
+		{FlatCheck{Name: "goroutines", Warm: 15, End: 17, Slack: 2}, true},
+		{FlatCheck{Name: "goroutines", Warm: 15, End: 18, Slack: 2}, false},
+		{FlatCheck{Name: "goroutines", Warm: 100, End: 110, Slack: 2}, true},
+		{FlatCheck{Name: "goroutines", Warm: 100, End: 111, Slack: 2}, false},
 	} {
 		if got := tc.c.Flat(); got != tc.flat {
 			t.Errorf("%s: Flat() = %v, want %v", tc.c, got, tc.flat)
 		}
 	}
-	if s := (flatCheck{Name: "fds", Warm: 10, End: 30, Slack: 1}).String(); !strings.Contains(s, "NOT FLAT") || !strings.Contains(s, "+200.0 %") {
+	if s := (FlatCheck{Name: "fds", Warm: 10, End: 30, Slack: 1}).String(); !strings.Contains(s, "NOT FLAT") || !strings.Contains(s, "+200.0 %") {
 		t.Errorf("String() = %q", s)
 	}
 }

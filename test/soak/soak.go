@@ -411,12 +411,17 @@ func (s *soak) keepLogs(dir string) error {
 }
 
 // Build compiles what the soak runs into dir: podenv.Build's proxy,
-// proxy-init and emulator, the e2e suite's Go client and the benchmark's
-// load generator.
+// proxy-init and emulator, and the clients (BuildClients).
 func Build(ctx context.Context, dir string) error {
 	if err := podenv.Build(ctx, dir); err != nil {
 		return err
 	}
+	return BuildClients(ctx, dir)
+}
+
+// BuildClients compiles the e2e suite's Go client (goclient) and the
+// benchmark's load generator (imds-loadgen) into dir.
+func BuildClients(ctx context.Context, dir string) error {
 	root, err := podenv.ModuleRoot()
 	if err != nil {
 		return err

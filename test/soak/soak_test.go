@@ -25,7 +25,7 @@ func TestSoakSmoke(t *testing.T) {
 	dir := podenvtest.BinDir(t) // proxy, proxy-init, entraemu
 	ctx, cancel := context.WithTimeout(context.Background(), smokeDuration+5*time.Minute)
 	defer cancel()
-	if err := Build(ctx, dir); err != nil {
+	if err := BuildClients(ctx, dir); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
