@@ -50,9 +50,12 @@ e2e: deps
 	$(ROOT) $(GO) test -race -count=1 -v ./test/e2e/...
 
 ## sandbox: real binaries in pod-shaped namespaces against the Entra emulator;
-## prints the token a pod gets. KEEP=1 leaves it running.
+## prints the token a pod gets. KEEP=1 leaves it running. MODE=appservice shows
+## the capability-free layout: no proxy-init, the app asks /msi/token with
+## IDENTITY_ENDPOINT and IDENTITY_HEADER (docs/app-service.md).
+MODE ?= imds
 sandbox: deps
-	$(ROOT) $(GO) run ./test/sandbox
+	$(ROOT) $(GO) run ./test/sandbox -mode=$(MODE)
 
 ## bench: the proxy against the limit of its own path (root): warm req/s and
 ## p50/p99/p99.9 at concurrency 1/16/64 against a static Go server behind the

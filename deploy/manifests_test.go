@@ -655,8 +655,8 @@ func mapSubset(sub, m map[string]string) bool {
 // without a test above.
 func TestEveryManifestIsTested(t *testing.T) {
 	known := []string{
-		"examples/deployment.yaml", "examples/job.yaml", "examples/pod-manual.yaml",
-		"examples/pod-native-sidecar.yaml", "serviceaccount.yaml", "webhook/values.yaml",
+		"examples/deployment-no-netadmin.yaml", "examples/deployment.yaml", "examples/job.yaml", "examples/pod-manual.yaml",
+		"examples/pod-native-sidecar.yaml", "examples/pod-no-netadmin.yaml", "serviceaccount.yaml", "webhook/values.yaml",
 	}
 	var found []string
 	err := filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {

@@ -151,6 +151,16 @@ func (p *proc) logLines() []string {
 	return append([]string(nil), p.log...)
 }
 
+// writeFile writes content to a new file and returns its path.
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func serverEnv(t *testing.T) []string {
 	return []string{"AZURE_TENANT_ID=72f988bf-86f1-41af-91ab-2d7cd011db47", "AZURE_FEDERATED_TOKEN_FILE=" + projectedToken(t)}
 }
@@ -326,6 +336,16 @@ func TestBinaryConfigErrors(t *testing.T) {
 			`"err":"invalid AZURE_TENANT_ID \"a/b\" (--tenant-id): contains '/'`},
 		{"authority host with a query", []string{"AZURE_TENANT_ID=t", "AZURE_FEDERATED_TOKEN_FILE=/x", "AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/?slice=x"},
 			`"err":"invalid AZURE_AUTHORITY_HOST \"https://login.microsoftonline.com/?slice=x\" (--authority-host): must not carry a query"`},
+		// The App Service endpoint's secret: never shown, refused before
+		// the proxy listens.
+		{"short IDENTITY_HEADER", []string{"AZURE_TENANT_ID=t", "AZURE_FEDERATED_TOKEN_FILE=/x", "IDENTITY_HEADER=hunter2"},
+			`"err":"invalid IDENTITY_HEADER (the App Service endpoint's secret): is 7 characters long; at least 32 are required (e.g. openssl rand -hex 32)"`},
+		{"identity header file missing", []string{"AZURE_TENANT_ID=t", "AZURE_FEDERATED_TOKEN_FILE=" + projectedToken(t),
+			"IMDS_PROXY_IDENTITY_HEADER_FILE=/nonexistent/identity-header"},
+			`"err":"IMDS_PROXY_IDENTITY_HEADER_FILE /nonexistent/identity-header: no such file or directory"`},
+		{"identity header file short", []string{"AZURE_TENANT_ID=t", "AZURE_FEDERATED_TOKEN_FILE=" + projectedToken(t),
+			"IMDS_PROXY_IDENTITY_HEADER_FILE=" + writeFile(t, "hunter2\n")},
+			`the secret is 7 characters long; at least 32 are required`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -337,6 +357,9 @@ func TestBinaryConfigErrors(t *testing.T) {
 			lines := p.logLines()
 			if len(lines) != 1 || !strings.Contains(lines[0], tt.want) || !strings.Contains(lines[0], `"level":"error"`) {
 				t.Fatalf("stderr = %q; want one error line with %s", lines, tt.want)
+			}
+			if strings.Contains(lines[0], "hunter2") {
+				t.Fatalf("stderr shows the secret: %s", lines[0])
 			}
 		})
 	}

@@ -15,7 +15,8 @@
 //
 // Environment. Env binds a flag to the variable it falls back to, says so
 // in the usage text, and applies the variables the command line did not
-// override. An empty variable counts as unset in both commands.
+// override. A secret comes from a variable only, never from a flag
+// (Env.Secret). An empty variable counts as unset in both commands.
 //
 // Unknown options. Normalize reports every option the flag set does not
 // define, as given and without its value (values may be secrets). Each

@@ -8,10 +8,17 @@ import (
 )
 
 // Env binds flags of one flag set to the environment variables they fall
-// back to.
+// back to, and secrets to the variables they come from.
 type Env struct {
-	fs   *pflag.FlagSet
-	vars []envVar
+	fs      *pflag.FlagSet
+	vars    []envVar
+	secrets []secretVar
+}
+
+// secretVar is one variable read by Secret.
+type secretVar struct {
+	name string
+	dst  *string
 }
 
 // envVar is one binding.
@@ -49,6 +56,15 @@ func (e *Env) bind(flag, name string, split func(string) []string) {
 	e.vars = append(e.vars, envVar{flag: flag, name: name, split: split})
 }
 
+// Secret makes Apply set *dst from the environment variable name, when it
+// is set and not empty. A secret has no flag: a command line is visible
+// to anyone who can list the pod's processes and is written into the pod
+// spec, while a variable can come from a Kubernetes Secret. Apply never
+// puts the value in an error, and Sources does not list it.
+func (e *Env) Secret(name string, dst *string) {
+	e.secrets = append(e.secrets, secretVar{name: name, dst: dst})
+}
+
 // Sources maps each flag Apply set to the environment variable its value
 // came from.
 type Sources map[string]string
@@ -66,7 +82,8 @@ func (s Sources) Name(flag string) string {
 // Apply sets every bound flag the command line did not set from its
 // environment variable, when that is set and not empty: the workload
 // identity webhook drops empty values, and an empty port, duration or
-// identity is never meant. It must run after the command line is parsed.
+// identity is never meant. It sets every Secret the same way. It must run
+// after the command line is parsed.
 // An invalid value stops it with one error naming the variable, the value,
 // the flag and why, e.g.
 // `invalid PROXY_PORT "http" (--proxy-port): strconv.ParseInt: parsing "http": invalid syntax`.
@@ -91,6 +108,11 @@ func (e *Env) Apply(lookupEnv func(string) (string, bool)) (Sources, error) {
 		}
 		if len(values) > 0 {
 			sources[v.flag] = v.name
+		}
+	}
+	for _, v := range e.secrets {
+		if raw, ok := lookupEnv(v.name); ok && raw != "" {
+			*v.dst = raw
 		}
 	}
 	return sources, nil

@@ -146,3 +146,49 @@ func TestBindUndefinedFlagPanics(t *testing.T) {
 	}()
 	NewEnv(pflag.NewFlagSet("x", pflag.ContinueOnError)).Bind("nope", "NOPE")
 }
+
+// A secret comes from its variable only: Apply sets it when the variable
+// is set and not empty, leaves it alone otherwise, lists it in no Sources
+// and puts it in no error, even when another variable is invalid.
+func TestEnvSecret(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		initial string
+		want    string
+	}{
+		{"unset", nil, "", ""},
+		{"set", map[string]string{"SECRET": "s3cr3t"}, "", "s3cr3t"},
+		{"empty means unset", map[string]string{"SECRET": ""}, "kept", "kept"},
+		{"taken verbatim", map[string]string{"SECRET": " a b\n"}, "", " a b\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			x := newEnvFixture()
+			secret := tt.initial
+			x.env.Secret("SECRET", &secret)
+			sources, err := x.env.Apply(lookupIn(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if secret != tt.want {
+				t.Errorf("secret = %q, want %q", secret, tt.want)
+			}
+			if len(sources) != 0 {
+				t.Errorf("sources = %v, want none", sources)
+			}
+		})
+	}
+	x := newEnvFixture()
+	var secret string
+	x.env.Secret("SECRET", &secret)
+	_, err := x.env.Apply(lookupIn(map[string]string{"SECRET": "s3cr3t-value", "PROXY_PORT": "x"}))
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("Apply error = %v; want the port's error, without the secret", err)
+	}
+	if x.fs.Lookup("secret") != nil {
+		t.Error("Secret defined a flag")
+	}
+}

@@ -43,6 +43,35 @@ func BenchmarkTokenHandlerWarm(b *testing.B) {
 	}
 }
 
+// BenchmarkAppServiceTokenHandlerWarm is BenchmarkTokenHandlerWarm for the
+// App Service endpoint: the same path plus the secret's digest and its
+// constant-time comparison.
+//
+//	go test -run '^$' -bench BenchmarkAppServiceTokenHandlerWarm -benchmem ./pkg/imds
+func BenchmarkAppServiceTokenHandlerWarm(b *testing.B) {
+	src := &fakeSource{tok: testToken(largeToken[:1800])}
+	cfg := testConfig("")
+	cfg.IdentityHeader = testIdentityHeader
+	s, err := New(cfg, src, logr.Discard(), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := s.Handler()
+	req := httptest.NewRequest(http.MethodGet,
+		"/msi/token?api-version=2019-08-01&client_id=11111111-2222-3333-4444-555555555555&resource=https%3A%2F%2Fvault.azure.net%2F", nil)
+	req.Header.Set("X-IDENTITY-HEADER", testIdentityHeader)
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		src.requests = src.requests[:0]
+		h.ServeHTTP(w, req)
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+}
+
 // discardWriter is the cheapest ResponseWriter, so the benchmark measures
 // the handler and not a recorder's buffers.
 type discardWriter struct {

@@ -99,6 +99,11 @@ type Config struct {
 	// ExemptUID is the UID proxy-init exempts from the redirect, named by
 	// the reply to a passthrough loop; 0 means DefaultExemptUID.
 	ExemptUID int
+	// IdentityHeader is the secret of the App Service endpoint, /msi/token
+	// (docs/app-service.md): requests must carry it in X-IDENTITY-HEADER.
+	// Empty turns the endpoint off (404). See CheckIdentityHeader for what
+	// a valid secret is.
+	IdentityHeader IdentityHeader
 	// Gatherer is served on /metrics; nil answers /metrics with 404.
 	Gatherer prometheus.Gatherer
 	// ProbeDiagnostics returns extra key/value pairs for the error line
@@ -150,7 +155,9 @@ type FieldError = exchange.FieldError
 
 // Validate reports every invalid field of c, each as a *FieldError, joined
 // with errors.Join, or nil when c is valid. Zero values are valid where
-// they stand for a default that New fills in; TenantID is required.
+// they stand for a default that New fills in, or for "off"
+// (IdentityHeader); TenantID is required. No error carries the
+// IdentityHeader.
 func (c Config) Validate() error {
 	var errs []error
 	invalid := func(field, value string, err error) {
@@ -187,6 +194,12 @@ func (c Config) Validate() error {
 	}
 	if c.ExemptUID < 0 || c.ExemptUID > maxUID {
 		invalid("ExemptUID", strconv.Itoa(c.ExemptUID), fmt.Errorf("is not a UID (0 to %d)", maxUID))
+	}
+	if c.IdentityHeader != "" {
+		if err := CheckIdentityHeader(string(c.IdentityHeader)); err != nil {
+			// The value is the placeholder, never the secret.
+			invalid("IdentityHeader", c.IdentityHeader.String(), err)
+		}
 	}
 	return errors.Join(errs...)
 }

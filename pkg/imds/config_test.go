@@ -69,6 +69,19 @@ func TestValidate(t *testing.T) {
 		{"negative UID", func(c *Config) { c.ExemptUID = -1 }, `ExemptUID "-1": is not a UID (0 to 4294967294)`},
 		{"UID of nobody", func(c *Config) { c.ExemptUID = 4294967295 }, `ExemptUID "4294967295": is not a UID (0 to 4294967294)`},
 
+		{"identity header of the minimum length", func(c *Config) { c.IdentityHeader = IdentityHeader(strings.Repeat("a", 32)) }, ""},
+		{"identity header of the maximum length", func(c *Config) { c.IdentityHeader = IdentityHeader(strings.Repeat("~", 1024)) }, ""},
+		{"identity header too short", func(c *Config) { c.IdentityHeader = "s3cr3t-but-short" },
+			`IdentityHeader "[redacted]": is 16 characters long; at least 32 are required (e.g. openssl rand -hex 32)`},
+		{"identity header too long", func(c *Config) { c.IdentityHeader = IdentityHeader(strings.Repeat("a", 1025)) },
+			`IdentityHeader "[redacted]": is 1025 characters long; at most 1024 are allowed`},
+		{"identity header with a space", func(c *Config) { c.IdentityHeader = "0123456789abcdef 0123456789abcdef" },
+			`IdentityHeader "[redacted]": character 17 is not visible ASCII (0x21 to 0x7e), which a header value needs`},
+		{"identity header with a trailing newline", func(c *Config) { c.IdentityHeader = "0123456789abcdef0123456789abcdef\n" },
+			`IdentityHeader "[redacted]": character 33 is not visible ASCII (0x21 to 0x7e), which a header value needs`},
+		{"identity header not ASCII", func(c *Config) { c.IdentityHeader = "0123456789abcdef0123456789abcdé" },
+			`IdentityHeader "[redacted]": character 31 is not visible ASCII (0x21 to 0x7e), which a header value needs`},
+
 		{"every problem at once", func(c *Config) {
 			*c = Config{Upstream: "gopher://x", InstanceMetadata: "x", PassthroughTimeout: -1, ShutdownDelay: -1, DrainTimeout: -1, MaxConnections: -1,
 				ExemptUID: -1}

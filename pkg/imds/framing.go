@@ -65,16 +65,16 @@ func declaresBody(r *http.Request) bool {
 	return r.ContentLength > 0 || len(r.TransferEncoding) > 0
 }
 
-// refuseFraming sends the reply of checkFraming. For a refused body it
-// first bounds, with a read deadline on the connection, what net/http
-// reads of the body after the reply (see bodyLinger).
-func refuseFraming(w http.ResponseWriter, rep *reply) int {
+// boundBodyLinger prepares the connection for rep, a refusal of
+// checkFraming: for a refused body it bounds, with a read deadline on the
+// connection, what net/http reads of the body after the reply (see
+// bodyLinger). Server.refuseFraming then sends rep.
+func boundBodyLinger(w http.ResponseWriter, rep *reply) {
 	if rep == &replyBody {
 		// Not every ResponseWriter supports deadlines (test recorders do
 		// not); the connection's own does.
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyLinger))
 	}
-	return writeReply(w, rep)
 }
 
 // wantsUpgrade reports whether a request header asks to switch protocols:

@@ -10,6 +10,12 @@ const (
 	identityInfoPath = "/metadata/identity/info"
 	identityPrefix   = "/metadata/identity"
 	metadataPrefix   = "/metadata/"
+	// appServicePath is the token endpoint of the App Service protocol
+	// (docs/app-service.md), the IDENTITY_ENDPOINT apps are given.
+	appServicePath = "/msi/token"
+	// appServicePrefix is the normalised prefix of every path that reads
+	// as an App Service path.
+	appServicePrefix = "/msi"
 )
 
 // maxDecodeRounds bounds how often NormalizePath percent-decodes. Every
@@ -139,12 +145,14 @@ func resolveDotSegments(p string) string {
 type routeClass int
 
 const (
-	routeBadTarget     routeClass = iota // absolute-form or otherwise unusable request target
-	routeBadPath                         // a path that cannot be normalised, or a non-canonical metadata path
-	routeToken                           // the managed-identity token endpoint
-	routeIdentityInfo                    // /metadata/identity/info, answered locally
-	routeIdentityOther                   // any other (or disguised) /metadata/identity path
-	routePassthrough                     // an IMDS category forwarded to the real IMDS
+	routeBadTarget       routeClass = iota // absolute-form or otherwise unusable request target
+	routeBadPath                           // a path that cannot be normalised, or a non-canonical metadata path
+	routeToken                             // the managed-identity token endpoint
+	routeIdentityInfo                      // /metadata/identity/info, answered locally
+	routeIdentityOther                     // any other (or disguised) /metadata/identity path
+	routePassthrough                       // an IMDS category forwarded to the real IMDS
+	routeAppServiceToken                   // the App Service protocol's token endpoint, /msi/token
+	routeAppServiceOther                   // any other (or disguised) /msi path
 	routeReadyz
 	routeHealthz
 	routeMetrics
@@ -168,6 +176,10 @@ func (r routeClass) String() string {
 		return "identity_other"
 	case routePassthrough:
 		return "passthrough"
+	case routeAppServiceToken:
+		return "app_service_token"
+	case routeAppServiceOther:
+		return "app_service_other"
 	case routeReadyz:
 		return "readyz"
 	case routeHealthz:
@@ -181,6 +193,12 @@ func (r routeClass) String() string {
 	default:
 		return "unknown"
 	}
+}
+
+// appService reports whether the route belongs to the App Service protocol,
+// whose refusals have that protocol's error shape.
+func (r routeClass) appService() bool {
+	return r == routeAppServiceToken || r == routeAppServiceOther
 }
 
 // classify routes a request by its raw request target (http.Request's
@@ -209,9 +227,12 @@ func classify(requestURI string) routeClass {
 		return routeQuit
 	}
 	// Fast path for the exact spellings real clients send; it also is the
-	// only way to reach the token endpoint, see isTokenRaw.
+	// only way to reach either token endpoint, see isTokenRaw.
 	if isTokenRaw(rawPath) {
 		return routeToken
+	}
+	if rawPath == appServicePath || rawPath == appServicePath+"/" {
+		return routeAppServiceToken
 	}
 	if len(rawPath) > maxPathLength {
 		return routeBadPath
@@ -229,6 +250,13 @@ func classify(requestURI string) routeClass {
 		// "/Metadata/Identity/...") and unknown identity paths end here:
 		// answered 400, never forwarded (CVE-2022-23551).
 		return routeIdentityOther
+	}
+	if norm == appServicePrefix || strings.HasPrefix(norm, appServicePrefix+"/") {
+		// Every other spelling of an App Service path ("/MSI/token",
+		// "/msi//token", "/msi/token%2F", "/metadata/../msi/token") is
+		// refused, so that only the one spelling the proxy documents
+		// reaches the secret check.
+		return routeAppServiceOther
 	}
 	if !strings.HasPrefix(norm, metadataPrefix) {
 		return routeNotFound

@@ -121,6 +121,30 @@ func TestClassify(t *testing.T) {
 		{"169.254.169.254:80", routeBadTarget},
 		{"*", routeBadTarget},
 		{"", routeBadTarget},
+		{"/msi/token", routeAppServiceToken},
+		{"/msi/token/", routeAppServiceToken},
+		{"/msi/token?api-version=2019-08-01&resource=x", routeAppServiceToken},
+		{"/msi/token/?resource=x", routeAppServiceToken},
+		{"/MSI/token/", routeAppServiceOther},
+		{"/msi/Token", routeAppServiceOther},
+		{"/msi/token//", routeAppServiceOther},
+		{"/msi//token", routeAppServiceOther},
+		{"//msi/token", routeAppServiceOther},
+		{`/msi\token`, routeAppServiceOther},
+		{"/msi%2Ftoken", routeAppServiceOther},
+		{"/msi/./token", routeAppServiceOther},
+		{"/msi/x/../token", routeAppServiceOther},
+		{"/metadata/../msi/token", routeAppServiceOther},
+		{"/metadata/instance/../../msi/token", routeAppServiceOther},
+		{"/%6Dsi/token", routeAppServiceOther},
+		{"/msi/token;x", routeAppServiceOther},
+		{"/msi", routeAppServiceOther},
+		{"/msi/", routeAppServiceOther},
+		{"/msi/info", routeAppServiceOther},
+		{"/msix/token", routeNotFound},
+		{"/msi/../metadata/instance", routeBadPath},
+		{"/msi/../metadata/identity/oauth2/token", routeIdentityOther},
+		{"http://127.0.0.1:8000/msi/token", routeBadTarget},
 		{"/metadata/identity" + strings.Repeat("/x", maxPathLength), routeBadPath},
 		{"/metadata/identity%2525252525252525252F", routeBadPath},
 	}
@@ -180,7 +204,10 @@ func FuzzNormalizePath(f *testing.F) {
 //     might apply, to the raw path or to the path net/http would forward
 //     (lenientForms);
 //   - every target whose normalised form is an identity path is answered
-//     by the proxy: token, info, or refused.
+//     by the proxy: token, info, or refused;
+//   - routeAppServiceToken only for "/msi/token" and "/msi/token/", and
+//     every other target whose normalised form is an App Service path is
+//     refused, never forwarded or served.
 func FuzzClassify(f *testing.F) {
 	for _, s := range []string{
 		"/metadata/identity/oauth2/token?resource=x", "/METADATA/identity/oauth2/token/", `/metadata/identity\oauth2\token`,
@@ -189,6 +216,7 @@ func FuzzClassify(f *testing.F) {
 		"/metadata/instance/..%2fidentity", "/metadata/instance%252f..%252fidentity", `/metadata/instance\..\identity`,
 		"/metadata/instance/.%2e/identity", "/metadata/versions#/../../identity", "/metadata/instance/%2E%2E/IDENTITY",
 		"/Metadata/Instance", "/metadata/scheduledevents;/../identity", "/metrics/../metadata/identity/oauth2/token",
+		"/msi/token?resource=x", "/msi/token/", "/MSI/token/", "/msi%2ftoken", "/metadata/instance/../../msi/token",
 	} {
 		f.Add(s)
 	}
@@ -203,6 +231,10 @@ func FuzzClassify(f *testing.F) {
 		case routeIdentityInfo:
 			if !allowedSpelling(path, "/identity/info") {
 				t.Fatalf("classify(%q) = identity_info for a spelling that is not allowed", target)
+			}
+		case routeAppServiceToken:
+			if path != "/msi/token" && path != "/msi/token/" {
+				t.Fatalf("classify(%q) = app_service_token for a spelling that is not allowed", target)
 			}
 		case routePassthrough:
 			forms := lenientForms(path)
@@ -223,6 +255,13 @@ func FuzzClassify(f *testing.F) {
 			case routeToken, routeIdentityInfo, routeIdentityOther, routeBadPath, routeBadTarget:
 			default:
 				t.Fatalf("classify(%q) = %v for identity path %q", target, route, norm)
+			}
+		}
+		if norm, ok := NormalizePath(path); ok && (norm == "/msi" || strings.HasPrefix(norm, "/msi/")) {
+			switch route {
+			case routeAppServiceToken, routeAppServiceOther, routeBadPath, routeBadTarget:
+			default:
+				t.Fatalf("classify(%q) = %v for App Service path %q", target, route, norm)
 			}
 		}
 	})

@@ -200,21 +200,26 @@ var selectorParams = [...]struct {
 	// principal_id is App Service's spelling of object_id.
 	{"principal_id", exchange.SelectObjectID},
 	{"msi_res_id", exchange.SelectResourceID},
-	// mi_res_id is what go-autorest adal sends to IMDS.
+	// mi_res_id is App Service's spelling of msi_res_id, and what
+	// go-autorest adal sends to IMDS.
 	{"mi_res_id", exchange.SelectResourceID},
 }
 
-// parseTokenQuery validates the raw query of a token request and returns
-// the request for the token source, or the reply that refuses it, checking
-// in this order: malformed escapes and too many parameters; repeated names
-// (also under case folding); names of known parameters in the wrong case;
-// api-version; empty selectors; resource; more than one selector.
+// parseTokenQuery validates the raw query of a token request of protocol p
+// and returns the request for the token source, or the reply that refuses
+// it, checking in this order: malformed escapes and too many parameters;
+// repeated names (also under case folding); names of known parameters in
+// the wrong case; api-version (the only rule that differs between the
+// protocols); empty selectors; resource; more than one selector.
 //
 // Unknown parameters are ignored: msal-node sends xms_cc and
 // token_sha256_to_refresh, other clients may send more
 // (docs/imds-protocol.md). But a selector never falls open to the default
-// identity: a miscased or empty one is refused, not ignored.
-func parseTokenQuery(raw string) (exchange.Request, *reply) {
+// identity: a miscased or empty one is refused, not ignored. Both
+// protocols accept every selector spelling of either, so a client that
+// mixes them (azure-identity passes its identity_config through verbatim)
+// gets the identity it named instead of the default one.
+func parseTokenQuery(raw string, p protocol) (exchange.Request, *reply) {
 	var q queryParams
 	switch problem, name := q.parse(raw); problem {
 	case queryMalformed:
@@ -227,8 +232,8 @@ func parseTokenQuery(raw string) (exchange.Request, *reply) {
 	if name, known := q.miscased(); name != "" {
 		return exchange.Request{}, miscasedParamReply(name, known)
 	}
-	if !validAPIVersion(q.get("api-version")) {
-		return exchange.Request{}, &replyBadAPIVersion
+	if !p.acceptsAPIVersion(q.get("api-version")) {
+		return exchange.Request{}, p.badAPIVersion()
 	}
 	var req exchange.Request
 	selectors := 0

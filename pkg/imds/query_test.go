@@ -3,6 +3,7 @@ package imds
 import (
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -185,7 +186,7 @@ func TestParseTokenQuery(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, rep := parseTokenQuery(tt.raw)
+			got, rep := parseTokenQuery(tt.raw, protocolIMDS)
 			if tt.wantBody == "" {
 				if rep != nil {
 					t.Fatalf("refused with %d %s", rep.status, rep.body)
@@ -251,14 +252,16 @@ func manyParams(n int) string {
 	return b.String()
 }
 
-// FuzzParseTokenQuery checks parseTokenQuery against a reference parse
-// written independently of it. A refusal is a 400 with a JSON error body.
-// An accepted query names no parameter twice, not even under case
-// folding, and no known parameter in the wrong case; its api-version is
-// valid and its resource is exactly the decoded value given. Above all, it
-// asks for no identity it did not name: the default identity only when no
-// parameter name folds to a selector, and otherwise exactly the one
-// selector given, with exactly its decoded value.
+// FuzzParseTokenQuery checks parseTokenQuery, for both protocols, against
+// a reference parse written independently of it. A refusal is a 400 with a
+// JSON error body. An accepted query names no parameter twice, not even
+// under case folding, and no known parameter in the wrong case; its
+// api-version is one of the protocol's and its resource is exactly the
+// decoded value given. Above all, it asks for no identity it did not name:
+// the default identity only when no parameter name folds to a selector,
+// and otherwise exactly the one selector given, with exactly its decoded
+// value. The two protocols differ in the api-version only: a query whose
+// api-version both accept gets the same answer from both.
 func FuzzParseTokenQuery(f *testing.F) {
 	for _, s := range []string{
 		"api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net&client_id=x",
@@ -268,70 +271,92 @@ func FuzzParseTokenQuery(f *testing.F) {
 		"api-version=2018-02-01&resource=r&cl%C4%B1ent_id=b", "api-version=2018-02-01&resource=r&m%C5%BFi_res_id=b",
 		"api-version=2018-02-01&resource=r&principal_id=p&bypass_cache=TRUE&token_sha256_to_refresh=h",
 		"api-version=2018-02-01&resource=r&client_id=a&CLIENT_ID=b",
+		"api-version=2019-08-01&resource=https://vault.azure.net&principal_id=p",
+		"resource=r&api-version=2019-08-01&mi_res_id=%2Fsubscriptions%2Fs&Mi_Res_Id=x",
+		"api-version=2019-08-01&resource=r&object_id=o&token_sha256_to_refresh=h&xms_cc=cp1",
+		"api-version=2017-09-01&resource=r&clientid=c",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		req, rep := parseTokenQuery(raw)
-		pairs, decodable := referenceQuery(raw)
-		if rep != nil {
-			if rep.status != 400 {
-				t.Fatalf("parseTokenQuery(%q) refused with %d", raw, rep.status)
+		imdsReq, imdsRep := parseTokenQuery(raw, protocolIMDS)
+		asReq, asRep := parseTokenQuery(raw, protocolAppService)
+		checkParsedQuery(t, raw, protocolIMDS, imdsReq, imdsRep)
+		checkParsedQuery(t, raw, protocolAppService, asReq, asRep)
+		// Both accept the api-version 2019-08-01; the first parameter
+		// spelled exactly api-version is the one read.
+		if pairs, ok := referenceQuery(raw); ok {
+			i := slices.IndexFunc(pairs, func(p queryParam) bool { return p.name == "api-version" })
+			same := imdsReq == asReq && (imdsRep == nil) == (asRep == nil) && (imdsRep == nil || imdsRep.description == asRep.description)
+			if i >= 0 && pairs[i].value == appServiceAPIVersion && !same {
+				t.Fatalf("the protocols disagree about %q: IMDS %+v %+v, App Service %+v %+v", raw, imdsReq, imdsRep, asReq, asRep)
 			}
-			checkErrorBody(t, rep.body)
-			return
-		}
-		if !decodable {
-			t.Fatalf("accepted %q, which does not decode", raw)
-		}
-		values := map[string]string{}
-		for i, p := range pairs {
-			for _, q := range pairs[:i] {
-				if strings.EqualFold(p.name, q.name) {
-					t.Fatalf("accepted %q with %q and %q", raw, q.name, p.name)
-				}
-			}
-			for _, k := range knownParams {
-				if p.name != k && referenceFolds(p.name, k) {
-					t.Fatalf("accepted %q with %q, which folds to %q", raw, p.name, k)
-				}
-			}
-			values[p.name] = p.value
-		}
-		if !validAPIVersion(values["api-version"]) {
-			t.Fatalf("accepted %q with api-version %q", raw, values["api-version"])
-		}
-		if r, ok := values["resource"]; !ok || r == "" || req.Resource != r {
-			t.Fatalf("accepted %q as resource %q; the query says %q", raw, req.Resource, r)
-		}
-		var named []queryParam
-		for _, s := range selectorParams {
-			for _, p := range pairs {
-				if referenceFolds(p.name, s.name) {
-					named = append(named, p)
-				}
-			}
-		}
-		switch len(named) {
-		case 0:
-			if req.Identity != (exchange.Selector{}) {
-				t.Fatalf("accepted %q, which names no identity, as %+v", raw, req.Identity)
-			}
-		case 1:
-			want := exchange.Selector{Kind: referenceKind(named[0].name), Value: named[0].value}
-			if want.Value == "" || req.Identity != want {
-				t.Fatalf("accepted %q, which names %s=%q, as %+v", raw, named[0].name, named[0].value, req.Identity)
-			}
-		default:
-			t.Fatalf("accepted %q, which names %d identities, as %+v", raw, len(named), req.Identity)
-		}
-		if req.ForceRefresh != strings.EqualFold(values["bypass_cache"], "true") {
-			t.Fatalf("accepted %q with ForceRefresh %v", raw, req.ForceRefresh)
-		}
-		if req.RefreshTokenSHA256 != values["token_sha256_to_refresh"] {
-			t.Fatalf("accepted %q with RefreshTokenSHA256 %q", raw, req.RefreshTokenSHA256)
 		}
 	})
+}
+
+// checkParsedQuery checks the verdict of parseTokenQuery(raw, p) against
+// the reference parse (see FuzzParseTokenQuery).
+func checkParsedQuery(t *testing.T, raw string, proto protocol, req exchange.Request, rep *reply) {
+	t.Helper()
+	pairs, decodable := referenceQuery(raw)
+	if rep != nil {
+		if rep.status != 400 {
+			t.Fatalf("parseTokenQuery(%q, %d) refused with %d", raw, proto, rep.status)
+		}
+		checkErrorBody(t, rep.body)
+		return
+	}
+	if !decodable {
+		t.Fatalf("accepted %q, which does not decode", raw)
+	}
+	values := map[string]string{}
+	for i, p := range pairs {
+		for _, q := range pairs[:i] {
+			if strings.EqualFold(p.name, q.name) {
+				t.Fatalf("accepted %q with %q and %q", raw, q.name, p.name)
+			}
+		}
+		for _, k := range knownParams {
+			if p.name != k && referenceFolds(p.name, k) {
+				t.Fatalf("accepted %q with %q, which folds to %q", raw, p.name, k)
+			}
+		}
+		values[p.name] = p.value
+	}
+	if v := values["api-version"]; proto == protocolAppService && v != "2019-08-01" || !validAPIVersion(v) {
+		t.Fatalf("accepted %q for protocol %d with api-version %q", raw, proto, v)
+	}
+	if r, ok := values["resource"]; !ok || r == "" || req.Resource != r {
+		t.Fatalf("accepted %q as resource %q; the query says %q", raw, req.Resource, r)
+	}
+	var named []queryParam
+	for _, s := range selectorParams {
+		for _, p := range pairs {
+			if referenceFolds(p.name, s.name) {
+				named = append(named, p)
+			}
+		}
+	}
+	switch len(named) {
+	case 0:
+		if req.Identity != (exchange.Selector{}) {
+			t.Fatalf("accepted %q, which names no identity, as %+v", raw, req.Identity)
+		}
+	case 1:
+		want := exchange.Selector{Kind: referenceKind(named[0].name), Value: named[0].value}
+		if want.Value == "" || req.Identity != want {
+			t.Fatalf("accepted %q, which names %s=%q, as %+v", raw, named[0].name, named[0].value, req.Identity)
+		}
+	default:
+		t.Fatalf("accepted %q, which names %d identities, as %+v", raw, len(named), req.Identity)
+	}
+	if req.ForceRefresh != strings.EqualFold(values["bypass_cache"], "true") {
+		t.Fatalf("accepted %q with ForceRefresh %v", raw, req.ForceRefresh)
+	}
+	if req.RefreshTokenSHA256 != values["token_sha256_to_refresh"] {
+		t.Fatalf("accepted %q with RefreshTokenSHA256 %q", raw, req.RefreshTokenSHA256)
+	}
 }
 
 // referenceQuery splits a query the obvious way: "&"-separated pairs,

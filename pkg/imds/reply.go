@@ -31,11 +31,15 @@ const maxRetryAfter = 25 * time.Second
 const defaultRetryAfter = 5 * time.Second
 
 // reply is a complete JSON answer: status, body and an optional
-// Retry-After in seconds.
+// Retry-After in seconds. An error reply also keeps its code and
+// description, so that the App Service endpoint can render the same refusal
+// in its own shape (appServiceErrorBody); body is the IMDS rendering.
 type reply struct {
-	status     int
-	body       []byte
-	retryAfter int
+	status      int
+	code        string
+	description string
+	body        []byte
+	retryAfter  int
 	// allow is the Allow header of a 405 reply.
 	allow string
 	// close sends "Connection: close", so net/http closes the connection
@@ -59,7 +63,7 @@ func errorBody(code, description string) []byte {
 
 // newReply builds an error reply.
 func newReply(status int, code, description string) reply {
-	return reply{status: status, body: errorBody(code, description)}
+	return reply{status: status, code: code, description: description, body: errorBody(code, description)}
 }
 
 // Static replies, rendered once. The validation steps before the token
@@ -73,28 +77,23 @@ var (
 		"The request path is malformed or not canonical")
 	replyIdentityPath = newReply(http.StatusBadRequest, "invalid_request",
 		"Invalid identity endpoint path; the token endpoint is /metadata/identity/oauth2/token")
-	replyMethodGET = reply{status: http.StatusMethodNotAllowed, allow: http.MethodGet,
-		body: errorBody("method_not_allowed", "Only GET is supported")}
-	replyMethodPOST = reply{status: http.StatusMethodNotAllowed, allow: http.MethodPost,
-		body: errorBody("method_not_allowed", "Only POST is supported")}
+	replyMethodGET    = withAllow(newReply(http.StatusMethodNotAllowed, "method_not_allowed", "Only GET is supported"), http.MethodGet)
+	replyMethodPOST   = withAllow(newReply(http.StatusMethodNotAllowed, "method_not_allowed", "Only POST is supported"), http.MethodPost)
 	replyForwardedFor = newReply(http.StatusBadRequest, "invalid_request",
 		"Requests with an X-Forwarded-For header are not accepted")
 	// replyNoMetadata is byte-identical to real IMDS (88 bytes, captured in
 	// Azure/azure-sdk-for-js#11369; the .NET Azure.Identity tests mock the
 	// same body).
-	replyNoMetadata = reply{status: http.StatusBadRequest,
-		body: []byte(`{"error":"invalid_request","error_description":"Required metadata header not specified"}`)}
+	replyNoMetadata     = newReply(http.StatusBadRequest, "invalid_request", "Required metadata header not specified")
 	replyMalformedQuery = newReply(http.StatusBadRequest, "invalid_request",
 		"The query string is malformed")
 	replyTooManyParams = newReply(http.StatusBadRequest, "invalid_request",
 		"Too many query parameters")
-	replyBadAPIVersion = reply{status: http.StatusBadRequest,
-		body: []byte(`{"error":"invalid_request","error_description":"api-version is missing or older than 2018-02-01"}`)}
+	replyBadAPIVersion = newReply(http.StatusBadRequest, "invalid_request", "api-version is missing or older than 2018-02-01")
 	// replyMissingResource is the text real IMDS answers (observed in
 	// Azure/aad-pod-identity#450).
-	replyMissingResource = reply{status: http.StatusBadRequest,
-		body: []byte(`{"error":"invalid_request","error_description":"Required query variable 'resource' is missing"}`)}
-	replyManySelectors = newReply(http.StatusBadRequest, "invalid_request",
+	replyMissingResource = newReply(http.StatusBadRequest, "invalid_request", "Required query variable 'resource' is missing")
+	replyManySelectors   = newReply(http.StatusBadRequest, "invalid_request",
 		"Specify at most one of client_id, object_id (principal_id) and msi_res_id (mi_res_id)")
 	replyNotFound = newReply(http.StatusNotFound, "not_found",
 		"No such metadata endpoint; imds-proxy serves /metadata/identity/oauth2/token and /metadata/identity/info and forwards /metadata/{instance,versions,attested,scheduledevents,loadbalancer}")
@@ -107,19 +106,30 @@ var (
 	replyQuit = reply{status: http.StatusOK, body: []byte(`{"status":"shutting down"}`)}
 
 	// The refusals of checkFraming close the connection.
-	replyBody = reply{status: http.StatusBadRequest, close: true,
-		body: errorBody("invalid_request", "Request bodies are not accepted; send no Content-Length or Transfer-Encoding")}
-	replyConnect = reply{status: http.StatusMethodNotAllowed, allow: http.MethodGet, close: true,
-		body: errorBody("method_not_allowed", "CONNECT is not supported: imds-proxy opens no tunnels")}
-	replyConnectQuit = reply{status: http.StatusMethodNotAllowed, allow: http.MethodPost, close: true,
-		body: replyConnect.body}
-	replyUpgrade = reply{status: http.StatusBadRequest, close: true,
-		body: errorBody("invalid_request", "Protocol upgrades are not supported: imds-proxy opens no tunnels")}
+	replyBody = closing(newReply(http.StatusBadRequest, "invalid_request",
+		"Request bodies are not accepted; send no Content-Length or Transfer-Encoding"))
+	replyConnect = closing(withAllow(newReply(http.StatusMethodNotAllowed, "method_not_allowed",
+		"CONNECT is not supported: imds-proxy opens no tunnels"), http.MethodGet))
+	replyConnectQuit = withAllow(replyConnect, http.MethodPost)
+	replyUpgrade     = closing(newReply(http.StatusBadRequest, "invalid_request",
+		"Protocol upgrades are not supported: imds-proxy opens no tunnels"))
 	// replyUpstreamSwitched answers a passthrough request whose upstream
 	// answered 101 Switching Protocols although nothing asked it to.
 	replyUpstreamSwitched = newReply(http.StatusBadGateway, "service_unavailable",
 		"The instance metadata service tried to switch protocols; imds-proxy opens no tunnels")
 )
+
+// withAllow returns r with the Allow header of a 405.
+func withAllow(r reply, allow string) reply {
+	r.allow = allow
+	return r
+}
+
+// closing returns r with "Connection: close".
+func closing(r reply) reply {
+	r.close = true
+	return r
+}
 
 // loopReply explains a request that carries our own hop marker: the
 // proxy's passthrough request to 169.254.169.254 was redirected back to

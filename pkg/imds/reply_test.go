@@ -134,3 +134,53 @@ func FuzzErrorReplies(f *testing.F) {
 		}
 	})
 }
+
+// Every error reply keeps the code and description its IMDS body says, so
+// that the App Service endpoint, which renders only the description, says
+// exactly what the IMDS endpoint says.
+func TestRepliesKeepCodeAndDescription(t *testing.T) {
+	t.Parallel()
+	for name, r := range map[string]*reply{
+		"BadTarget": &replyBadTarget, "BadPath": &replyBadPath, "IdentityPath": &replyIdentityPath,
+		"MethodGET": &replyMethodGET, "MethodPOST": &replyMethodPOST, "ForwardedFor": &replyForwardedFor,
+		"NoMetadata": &replyNoMetadata, "MalformedQuery": &replyMalformedQuery, "TooManyParams": &replyTooManyParams,
+		"BadAPIVersion": &replyBadAPIVersion, "MissingResource": &replyMissingResource, "ManySelectors": &replyManySelectors,
+		"NotFound": &replyNotFound, "Blocked": &replyBlocked, "UpstreamTimeout": &replyUpstreamTimeout,
+		"UpstreamUnreachable": &replyUpstreamUnreachable, "Body": &replyBody, "Connect": &replyConnect,
+		"ConnectQuit": &replyConnectQuit, "Upgrade": &replyUpgrade, "UpstreamSwitched": &replyUpstreamSwitched,
+		"AppServiceOff": &replyAppServiceOff, "AppServicePath": &replyAppServicePath, "AppServiceAPIVersion": &replyAppServiceAPIVersion,
+		"IdentityHeaderMissing": &replyIdentityHeaderMissing, "IdentityHeaderWrong": &replyIdentityHeaderWrong,
+	} {
+		if r.code == "" || r.description == "" || string(r.body) != string(errorBody(r.code, r.description)) {
+			t.Errorf("reply%s: code %q, description %q, body %s", name, r.code, r.description, r.body)
+		}
+		if r.status < 400 {
+			t.Errorf("reply%s: status %d", name, r.status)
+		}
+	}
+	// The two bodies real IMDS answers byte for byte.
+	if got := string(replyNoMetadata.body); got != `{"error":"invalid_request","error_description":"Required metadata header not specified"}` || len(got) != 88 {
+		t.Errorf("replyNoMetadata = %s", got)
+	}
+	if got := string(replyMissingResource.body); got != `{"error":"invalid_request","error_description":"Required query variable 'resource' is missing"}` {
+		t.Errorf("replyMissingResource = %s", got)
+	}
+}
+
+func TestAppServiceErrorBody(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		rep  reply
+		id   string
+		want string
+	}{
+		{replyIdentityHeaderWrong, "id", `{"statusCode":401,"message":"X-IDENTITY-HEADER does not match the proxy's secret (IDENTITY_HEADER)","correlationId":"id"}`},
+		{newReply(400, "invalid_request", "Identity not found (AADSTS70021: \"quoted\" \\ \u2028 <&>)"), "",
+			`{"statusCode":400,"message":"Identity not found (AADSTS70021: \"quoted\" \\ \u2028 <&>)","correlationId":""}`},
+		{newReply(503, "x", "a\nb\x00"), "c", `{"statusCode":503,"message":"a\nb\u0000","correlationId":"c"}`},
+	} {
+		if got := string(appServiceErrorBody(nil, &tt.rep, tt.id)); got != tt.want {
+			t.Errorf("appServiceErrorBody = %s\nwant %s", got, tt.want)
+		}
+	}
+}

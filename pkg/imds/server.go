@@ -37,6 +37,12 @@ type Server struct {
 	// loop is the precomputed reply to a request that came back through
 	// the passthrough.
 	loop reply
+	// appService holds the App Service endpoint's secret; off when none
+	// is configured.
+	appService appServiceSecret
+	// correlationID returns the correlationId of an App Service error
+	// reply; tests replace it to assert exact bodies.
+	correlationID func() string
 
 	quitOnce sync.Once
 	// quit is closed by POST /quitquitquit.
@@ -70,6 +76,9 @@ func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registe
 		quit:     make(chan struct{}),
 		infoBody: reply{status: http.StatusOK, body: infoJSON(cfg.TenantID)},
 		loop:     loopReply(cfg.ExemptUID),
+
+		appService:    newAppServiceSecret(cfg.IdentityHeader),
+		correlationID: newCorrelationID,
 	}
 	metricsHandler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeReply(w, &replyNotFound)
@@ -87,11 +96,17 @@ func New(cfg Config, src TokenSource, logger logr.Logger, reg prometheus.Registe
 		routeIdentityInfo:  s.serveInfo,
 		routeIdentityOther: replyHandler(&replyIdentityPath),
 		routePassthrough:   recorded(s.passthroughHandler()),
-		routeReadyz:        textHandler("ok\n"),
-		routeHealthz:       textHandler("ok\n"),
-		routeMetrics:       recorded(metricsHandler),
-		routeQuit:          s.serveQuit,
-		routeNotFound:      replyHandler(&replyNotFound),
+		// App Service paths never reach the passthrough: a disguised
+		// spelling is refused like a disguised identity path.
+		routeAppServiceToken: s.serveAppServiceToken,
+		routeAppServiceOther: func(w http.ResponseWriter, _ *http.Request) int {
+			return s.refuse(protocolAppService, w, &replyAppServicePath)
+		},
+		routeReadyz:   textHandler("ok\n"),
+		routeHealthz:  textHandler("ok\n"),
+		routeMetrics:  recorded(metricsHandler),
+		routeQuit:     s.serveQuit,
+		routeNotFound: replyHandler(&replyNotFound),
 	}
 	s.metricsOnly = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.RequestURI != "/metrics" {
@@ -138,7 +153,7 @@ func (s *Server) serve(route routeClass, w http.ResponseWriter, r *http.Request)
 	start := time.Now()
 	var code int
 	if rep := checkFraming(route, r); rep != nil {
-		code = refuseFraming(w, rep)
+		code = s.refuseFraming(route, w, rep)
 	} else {
 		code = s.routes[route](w, r)
 	}
@@ -187,22 +202,50 @@ func checkIMDSRequest(r *http.Request, method string) *reply {
 	return nil
 }
 
-// serveToken answers the managed-identity token endpoint.
+// serveToken answers the IMDS managed-identity token endpoint.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) int {
 	if rep := checkIMDSRequest(r, http.MethodGet); rep != nil {
 		return writeReply(w, rep)
 	}
-	req, rep := parseTokenQuery(r.URL.RawQuery)
+	return s.answerToken(protocolIMDS, w, r)
+}
+
+// serveAppServiceToken answers the App Service token endpoint, /msi/token:
+// 404 while it is off, then the method, X-Forwarded-For and secret checks
+// (checkAppServiceRequest), then what the IMDS endpoint does after its own
+// header checks.
+func (s *Server) serveAppServiceToken(w http.ResponseWriter, r *http.Request) int {
+	if !s.appService.on {
+		return s.refuse(protocolAppService, w, &replyAppServiceOff)
+	}
+	if rep := checkAppServiceRequest(r, &s.appService); rep != nil {
+		return s.refuse(protocolAppService, w, rep)
+	}
+	return s.answerToken(protocolAppService, w, r)
+}
+
+// answerToken is the part of a token request both protocols share, once
+// its headers passed: the query (parseTokenQuery), the token source (the
+// one cache and exchange, whichever protocol asked), and the reply in the
+// shape of protocol p, with a failure mapped to its status by
+// tokenErrorReply.
+func (s *Server) answerToken(p protocol, w http.ResponseWriter, r *http.Request) int {
+	req, rep := parseTokenQuery(r.URL.RawQuery, p)
 	if rep != nil {
-		return writeReply(w, rep)
+		return s.refuse(p, w, rep)
 	}
 	tok, err := s.src.Token(r.Context(), req)
 	if err != nil {
 		rep := tokenErrorReply(err)
+		if p == protocolAppService {
+			id := s.correlationID()
+			s.logTokenError(r, &req, err, rep.status, "correlationID", id)
+			return writeAppServiceError(w, &rep, id)
+		}
 		s.logTokenError(r, &req, err, rep.status)
 		return writeReply(w, &rep)
 	}
-	code := writeToken(w, &tok, req.Resource, s.cfg.Now())
+	code := writeToken(w, &tok, req.Resource, s.cfg.Now(), p)
 	if _, probe := r.Header[ProbeHeader]; probe {
 		s.log.Info("warm-up token obtained", "clientID", tok.ClientID, "resource", req.Resource,
 			"expiresOn", tok.ExpiresOn.UTC().Format(time.RFC3339))
@@ -210,18 +253,40 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) int {
 	return code
 }
 
-// logTokenError logs a failed token request. Failures of the proxy or of
-// Entra are errors; failures the client caused (an unknown identity or
-// resource) are warnings. A failed --probe warm-up is always an error line
+// refuse sends rep in the error shape of protocol p: IMDS's static body,
+// or App Service's with a fresh correlation id.
+func (s *Server) refuse(p protocol, w http.ResponseWriter, rep *reply) int {
+	if p == protocolAppService {
+		return writeAppServiceError(w, rep, s.correlationID())
+	}
+	return writeReply(w, rep)
+}
+
+// refuseFraming sends a refusal of checkFraming in the shape of the route's
+// protocol (framing.go).
+func (s *Server) refuseFraming(route routeClass, w http.ResponseWriter, rep *reply) int {
+	p := protocolIMDS
+	if route.appService() {
+		p = protocolAppService
+	}
+	boundBodyLinger(w, rep)
+	return s.refuse(p, w, rep)
+}
+
+// logTokenError logs a failed token request, with the extra key/values
+// after the request's own. Failures of the proxy or of Entra are errors;
+// failures the client caused (an unknown identity or resource) are
+// warnings. A failed --probe warm-up is always an error line
 // with the diagnosis: kubelet discards the output of a postStart hook
 // that exits 0, so the proxy's log is where users look.
-func (s *Server) logTokenError(r *http.Request, req *exchange.Request, err error, status int) {
+func (s *Server) logTokenError(r *http.Request, req *exchange.Request, err error, status int, extra ...any) {
 	kv := []any{"status", status, "reason", exchange.ReasonOf(err).String(),
 		"selector", req.Identity.Kind.String(), "identity", req.Identity.Value, "resource", req.Resource}
 	var e *exchange.Error
 	if errors.As(err, &e) && e.Code != "" {
 		kv = append(kv, "aadsts", e.Code)
 	}
+	kv = append(kv, extra...)
 	if _, probe := r.Header[ProbeHeader]; probe {
 		if s.cfg.ProbeDiagnostics != nil {
 			kv = append(kv, s.cfg.ProbeDiagnostics()...)

@@ -17,21 +17,21 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b
 // maxPooledBody keeps unusually large buffers out of the pool.
 const maxPooledBody = 64 << 10
 
-// writeToken sends the IMDS success reply for tok. Every value
+// writeToken sends the success reply of protocol p for tok. Every value
 // is a JSON string: real IMDS does so (the IMDS REST specification types
 // them as strings), go-autorest adal and old Java clients fail on anything
-// else, MSAL Go fails on an empty numeric string, msal-node reads only
-// expires_on and MSAL Python only expires_in, so both are always present
-// (docs/imds-protocol.md, "Success reply"). The body is compact JSON without a
+// else, MSAL Go fails on an empty numeric string, and on the IMDS path
+// msal-node reads only expires_on and MSAL Python only expires_in, so both
+// are always present (docs/imds-protocol.md, "Success reply"). The body is compact JSON without a
 // trailing newline and goes out with an explicit Content-Length, never
 // chunked: Hadoop's ABFS/ADLS clients reject chunked token replies, which Go
 // produces for bodies over 2 KB written without a length
 // (Azure/azure-data-lake-store-java#57).
 //
 // It returns the status code it wrote.
-func writeToken(w http.ResponseWriter, tok *exchange.Token, resource string, now time.Time) int {
+func writeToken(w http.ResponseWriter, tok *exchange.Token, resource string, now time.Time, p protocol) int {
 	bp := bodyPool.Get().(*[]byte)
-	b := appendTokenBody((*bp)[:0], tok, resource, now)
+	b := appendTokenBody((*bp)[:0], tok, resource, now, p)
 	h := w.Header()
 	h["Content-Type"] = []string{contentTypeJSON}
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
@@ -44,8 +44,19 @@ func writeToken(w http.ResponseWriter, tok *exchange.Token, resource string, now
 	return http.StatusOK
 }
 
-// appendTokenBody appends the JSON token reply to b.
-func appendTokenBody(b []byte, tok *exchange.Token, resource string, now time.Time) []byte {
+// appendTokenBody appends the JSON token reply of protocol p to b.
+//
+// The App Service reply has the fields the real service sends
+// (access_token, expires_on, not_before, resource, token_type, client_id)
+// plus expires_in, which the real service leaves out. Every SDK that
+// speaks the protocol reads expires_on (MSAL Go, msal-node, MSAL Python,
+// azure-identity), but a token cache that reads expires_in when it is
+// there takes it over expires_on, and MSAL Python's before 1.21 assumed
+// an hour without it (AzureAD/microsoft-authentication-library-for-python#519):
+// a token the proxy serves from its cache may have much less left. Both
+// fields say the same instant, so a client reading either is right. The
+// IMDS-only fields refresh_token and ext_expires_in are left out.
+func appendTokenBody(b []byte, tok *exchange.Token, resource string, now time.Time, p protocol) []byte {
 	expiresIn := int64(tok.ExpiresOn.Sub(now) / time.Second)
 	if expiresIn < 0 {
 		expiresIn = 0
@@ -56,12 +67,15 @@ func appendTokenBody(b []byte, tok *exchange.Token, resource string, now time.Ti
 	}
 	b = append(b, `{"access_token":`...)
 	b = appendJSONString(b, tok.AccessToken)
-	b = append(b, `,"refresh_token":"","expires_in":"`...)
+	if p == protocolIMDS {
+		b = append(b, `,"refresh_token":""`...)
+	}
+	b = append(b, `,"expires_in":"`...)
 	b = strconv.AppendInt(b, expiresIn, 10)
 	b = append(b, `","expires_on":"`...)
 	b = strconv.AppendInt(b, tok.ExpiresOn.Unix(), 10)
 	b = append(b, '"')
-	if tok.ExtExpiresIn > 0 {
+	if tok.ExtExpiresIn > 0 && p == protocolIMDS {
 		b = append(b, `,"ext_expires_in":"`...)
 		b = strconv.AppendInt(b, int64(tok.ExtExpiresIn/time.Second), 10)
 		b = append(b, '"')

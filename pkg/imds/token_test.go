@@ -29,17 +29,23 @@ func TestTokenBodyGolden(t *testing.T) {
 		golden   string
 		tok      exchange.Token
 		resource string
+		p        protocol
 	}{
-		{"token_basic.golden", testToken("eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln"), "https://vault.azure.net"},
-		{"token_large.golden", testToken(largeToken), "https://management.azure.com/"},
-		{"token_no_ext_expires.golden", noExt, "https://database.windows.net/"},
-		{"token_no_not_before.golden", noNbf, "https://storage.azure.com/"},
-		{"token_expired_clamped.golden", expired, "api://app"},
-		{"token_odd_resource.golden", testToken("t"), "https://x/\"quoted\"\\ \u00e9\u2028\x01<&>"},
+		{"token_basic.golden", testToken("eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln"), "https://vault.azure.net", protocolIMDS},
+		{"token_large.golden", testToken(largeToken), "https://management.azure.com/", protocolIMDS},
+		{"token_no_ext_expires.golden", noExt, "https://database.windows.net/", protocolIMDS},
+		{"token_no_not_before.golden", noNbf, "https://storage.azure.com/", protocolIMDS},
+		{"token_expired_clamped.golden", expired, "api://app", protocolIMDS},
+		{"token_odd_resource.golden", testToken("t"), "https://x/\"quoted\"\\ \u00e9\u2028\x01<&>", protocolIMDS},
+		// The App Service reply: no refresh_token, no ext_expires_in.
+		{"appservice_token_basic.golden", testToken("eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln"), "https://vault.azure.net", protocolAppService},
+		{"appservice_token_no_not_before.golden", noNbf, "https://storage.azure.com/", protocolAppService},
+		{"appservice_token_expired_clamped.golden", expired, "api://app", protocolAppService},
+		{"appservice_token_odd_resource.golden", testToken("t"), "https://x/\"quoted\"\\ \u00e9\u2028\x01<&>", protocolAppService},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
-			got := string(appendTokenBody(nil, &tt.tok, tt.resource, fixedNow))
+			got := string(appendTokenBody(nil, &tt.tok, tt.resource, fixedNow, tt.p))
 			golden(t, tt.golden, got)
 			// Every value is a string, no error or scope key, and the
 			// resource comes back verbatim.
@@ -153,12 +159,12 @@ func BenchmarkAppendJSONStringJWT(b *testing.B) {
 	}
 }
 
-// FuzzTokenReply checks the success reply for arbitrary tokens, client
-// ids, resources and times: valid compact JSON, every value a string,
-// exactly the documented keys (ext_expires_in only when known), numeric
-// fields non-empty decimal integers with expires_in never negative, and
-// the strings back as given (invalid UTF-8 replaced, as encoding/json
-// does).
+// FuzzTokenReply checks the success reply of both protocols for arbitrary
+// tokens, client ids, resources and times: valid compact JSON, every value
+// a string, exactly the documented keys of the protocol (ext_expires_in
+// only when known, and on IMDS only), numeric fields non-empty decimal
+// integers with expires_in never negative, and the strings back as given
+// (invalid UTF-8 replaced, as encoding/json does).
 func FuzzTokenReply(f *testing.F) {
 	f.Add("eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJ4In0.c2ln", "11111111-2222-3333-4444-555555555555", "https://vault.azure.net",
 		int64(1700003599), int64(1699999700), int64(7199e9), int64(1700000000))
@@ -172,52 +178,62 @@ func FuzzTokenReply(f *testing.F) {
 			NotBefore:    time.Unix(notBefore, 0),
 			ExtExpiresIn: time.Duration(extExpiresIn),
 		}
-		body := appendTokenBody(nil, &tok, resource, time.Unix(now, 0))
-		var m map[string]any
-		dec := json.NewDecoder(bytes.NewReader(body))
-		if err := dec.Decode(&m); err != nil || dec.More() {
-			t.Fatalf("reply %q is not one JSON object: %v", body, err)
+		for _, p := range []protocol{protocolIMDS, protocolAppService} {
+			checkTokenReply(t, p, &tok, appendTokenBody(nil, &tok, resource, time.Unix(now, 0), p), access, clientID, resource)
 		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, body); err != nil || !bytes.Equal(compact.Bytes(), body) {
-			t.Fatalf("reply %q is not compact JSON", body)
-		}
-		want := []string{"access_token", "refresh_token", "expires_in", "expires_on", "not_before", "resource", "token_type", "client_id"}
+	})
+}
+
+// checkTokenReply checks one success body of protocol p (FuzzTokenReply).
+func checkTokenReply(t *testing.T, p protocol, tok *exchange.Token, body []byte, access, clientID, resource string) {
+	t.Helper()
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&m); err != nil || dec.More() {
+		t.Fatalf("reply %q is not one JSON object: %v", body, err)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, body); err != nil || !bytes.Equal(compact.Bytes(), body) {
+		t.Fatalf("reply %q is not compact JSON", body)
+	}
+	want := []string{"access_token", "expires_in", "expires_on", "not_before", "resource", "token_type", "client_id"}
+	if p == protocolIMDS {
+		want = append(want, "refresh_token")
 		if tok.ExtExpiresIn > 0 {
 			want = append(want, "ext_expires_in")
 		}
-		if len(m) != len(want) {
-			t.Fatalf("reply %s has %d keys; want %v", body, len(m), want)
+	}
+	if len(m) != len(want) {
+		t.Fatalf("reply %s has %d keys; want %v", body, len(m), want)
+	}
+	got := map[string]string{}
+	for _, k := range want {
+		v, ok := m[k].(string)
+		if !ok {
+			t.Fatalf("reply %s: %s is %#v; want a string", body, k, m[k])
 		}
-		got := map[string]string{}
-		for _, k := range want {
-			v, ok := m[k].(string)
-			if !ok {
-				t.Fatalf("reply %s: %s is %#v; want a string", body, k, m[k])
-			}
-			got[k] = v
+		got[k] = v
+	}
+	for _, k := range []string{"expires_in", "expires_on", "not_before", "ext_expires_in"} {
+		if _, present := got[k]; !present {
+			continue
 		}
-		for _, k := range []string{"expires_in", "expires_on", "not_before", "ext_expires_in"} {
-			if _, present := got[k]; !present {
-				continue
-			}
-			n, err := strconv.ParseInt(got[k], 10, 64)
-			if err != nil || strconv.FormatInt(n, 10) != got[k] {
-				t.Fatalf("reply %s: %s %q is not a decimal integer", body, k, got[k])
-			}
-			if k == "expires_in" && n < 0 {
-				t.Fatalf("reply %s: negative expires_in", body)
-			}
+		n, err := strconv.ParseInt(got[k], 10, 64)
+		if err != nil || strconv.FormatInt(n, 10) != got[k] {
+			t.Fatalf("reply %s: %s %q is not a decimal integer", body, k, got[k])
 		}
-		for k, in := range map[string]string{"access_token": access, "client_id": clientID, "resource": resource} {
-			if want := validJSONString(in); got[k] != want {
-				t.Fatalf("reply %s: %s = %q; want %q", body, k, got[k], want)
-			}
+		if k == "expires_in" && n < 0 {
+			t.Fatalf("reply %s: negative expires_in", body)
 		}
-		if got["refresh_token"] != "" || got["token_type"] != "Bearer" {
-			t.Fatalf("reply %s: refresh_token %q, token_type %q", body, got["refresh_token"], got["token_type"])
+	}
+	for k, in := range map[string]string{"access_token": access, "client_id": clientID, "resource": resource} {
+		if want := validJSONString(in); got[k] != want {
+			t.Fatalf("reply %s: %s = %q; want %q", body, k, got[k], want)
 		}
-	})
+	}
+	if got["refresh_token"] != "" || got["token_type"] != "Bearer" {
+		t.Fatalf("reply %s: refresh_token %q, token_type %q", body, got["refresh_token"], got["token_type"])
+	}
 }
 
 // validJSONString is s as encoding/json decodes it after encoding it: each

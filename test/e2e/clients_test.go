@@ -97,6 +97,12 @@ type clientScenario struct {
 	// expiresSlack is how far expires_on may be from the JWT exp: 0 for
 	// clients that take expires_on verbatim.
 	expiresSlack int64
+	// env is added to the client's clean environment (the App Service
+	// variables, for instance).
+	env []string
+	// route is the proxy's route the client's token request takes, the
+	// label of its request counter; "" means "token", the IMDS endpoint.
+	route string
 }
 
 func TestClients(t *testing.T) {
@@ -276,11 +282,15 @@ func runClientScenario(t *testing.T, env *podenv.Env, sc clientScenario) {
 	if n := podenvtest.Calls(t, env, sc.id.clientID, sc.scope); n != 0 {
 		t.Fatalf("emulator already counted %d token calls for %s %q before the client ran", n, sc.id.clientID, sc.scope)
 	}
-	before := proxyTokenRequests(t, env)
+	route := sc.route
+	if route == "" {
+		route = "token"
+	}
+	before := proxyRequests(t, env, route)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out := podenvtest.Output(t, env.PodCommand(ctx, clientUID, nil, sc.argv...))
-	after := proxyTokenRequests(t, env)
+	out := podenvtest.Output(t, env.PodCommand(ctx, clientUID, sc.env, sc.argv...))
+	after := proxyRequests(t, env, route)
 
 	var res clientResult
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &res); err != nil {
@@ -360,6 +370,13 @@ var metricLine = regexp.MustCompile(`^imds_proxy_http_requests_total\{([^}]*)\} 
 // returns its token-route request counts by status code.
 func proxyTokenRequests(t *testing.T, env *podenv.Env) map[string]int {
 	t.Helper()
+	return proxyRequests(t, env, "token")
+}
+
+// proxyRequests reads the proxy's /metrics from inside the pod and returns
+// the request counts of one route by status code.
+func proxyRequests(t *testing.T, env *podenv.Env, route string) map[string]int {
+	t.Helper()
 	url := "http://127.0.0.1:" + strconv.Itoa(env.ProxyPort) + "/metrics"
 	out := podenvtest.Output(t, env.PodCommand(context.Background(), clientUID, nil, "curl", "-sS", "--fail", "--max-time", "10", url))
 	counts := map[string]int{}
@@ -377,7 +394,7 @@ func proxyTokenRequests(t *testing.T, env *podenv.Env) map[string]int {
 			k, v, _ := strings.Cut(kv, "=")
 			labels[k] = strings.Trim(v, `"`)
 		}
-		if labels["route"] != "token" {
+		if labels["route"] != route {
 			continue
 		}
 		v, err := strconv.ParseFloat(m[2], 64)
@@ -394,9 +411,9 @@ func proxyTokenRequests(t *testing.T, env *podenv.Env) map[string]int {
 	return counts
 }
 
-// checkProxyDelta compares the token requests the proxy answered between
-// two readings with want (status code -> count); other codes must not
-// appear.
+// checkProxyDelta compares the requests of one route the proxy answered
+// between two readings with want (status code -> count); other codes must
+// not appear.
 func checkProxyDelta(t *testing.T, before, after, want map[string]int) {
 	t.Helper()
 	got := map[string]int{}
@@ -406,7 +423,7 @@ func checkProxyDelta(t *testing.T, before, after, want map[string]int) {
 		}
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("token requests the proxy answered during the client run, by status = %v, want %v", got, want)
+		t.Errorf("requests the proxy answered during the client run, by status = %v, want %v", got, want)
 	}
 }
 

@@ -29,8 +29,9 @@ import (
 // making each pod and its network namespace, and the kubelet projecting
 // the workload-identity token through TokenRequest. What users depend on
 // and only a kubelet shows: native sidecar ordering, the postStart --probe
-// hook gating the next container, the projected token, container logs, and
-// Jobs ending while their sidecar runs.
+// hook gating the next container, the projected token, container logs,
+// Jobs ending while their sidecar runs, and the capability-free layout with
+// its Secret under Pod Security "restricted".
 func TestNode(t *testing.T) {
 	b := startNodeBed(t)
 
@@ -40,6 +41,7 @@ func TestNode(t *testing.T) {
 		t.Run("probe-strict", func(t *testing.T) { t.Parallel(); testProbeStrict(t, b) })
 		t.Run("job with native sidecar", func(t *testing.T) { t.Parallel(); testJob(t, b, false) })
 		t.Run("job with regular sidecar", func(t *testing.T) { t.Parallel(); testJob(t, b, true) })
+		t.Run("no NET_ADMIN", func(t *testing.T) { t.Parallel(); testNoNetAdminPod(t, b) })
 	})
 
 	containerd, kubelet := b.node.Pids()

@@ -71,6 +71,10 @@ func newCommand(deps Deps, run RunFunc, probe ProbeFunc) *cobra.Command {
 proxy-init redirects the pod's traffic to 169.254.169.254:80, answers IMDS token
 requests by exchanging the pod's projected service account token for Microsoft
 Entra tokens, and forwards the non-identity IMDS categories to the real IMDS.
+Given a secret in IDENTITY_HEADER (the variable apps read too) or in
+--identity-header-file, it also serves the App Service managed-identity
+endpoint /msi/token, which SDKs use when IDENTITY_ENDPOINT and IDENTITY_HEADER
+are set: pods whose apps use such SDKs need no proxy-init and no NET_ADMIN.
 
 Options take one dash or two (-proxy-port=8000, --proxy-port 8000), as Go's
 flag package reads them. Every option falls back to the environment variable

@@ -57,7 +57,17 @@ type Options struct {
 
 	WarmupResource string
 	ExemptUID      int
+
+	// IdentityHeader is the App Service endpoint's secret, from the
+	// environment variable IDENTITY_HEADER only (cli.Env.Secret).
+	IdentityHeader     string
+	IdentityHeaderFile string
 }
+
+// identityHeaderVar is the variable the App Service endpoint's secret comes
+// from: the one the app is given too, so that one Kubernetes Secret feeds
+// both containers.
+const identityHeaderVar = "IDENTITY_HEADER"
 
 // NewOptions returns the defaults.
 func NewOptions() *Options {
@@ -148,6 +158,11 @@ func (o *Options) addFlags(fs *pflag.FlagSet) *cli.Env {
 	env.Bind("warmup-resource", "IMDS_PROXY_WARMUP_RESOURCE")
 	fs.IntVar(&o.ExemptUID, "exempt-uid", o.ExemptUID, "UID that proxy-init exempts from the redirect; the proxy warns when it runs as another UID")
 	env.Bind("exempt-uid", "PROXY_UID")
+	fs.StringVar(&o.IdentityHeaderFile, "identity-header-file", o.IdentityHeaderFile,
+		"File holding the secret of the App Service endpoint /msi/token, read once at start; the secret may instead come from env "+identityHeaderVar+
+			" (never a flag). Without either the endpoint is off")
+	env.Bind("identity-header-file", "IMDS_PROXY_IDENTITY_HEADER_FILE")
+	env.Secret(identityHeaderVar, &o.IdentityHeader)
 	return env
 }
 
@@ -167,6 +182,13 @@ type Config struct {
 	Exchange    exchange.Config
 	// ExemptUID is the UID proxy-init exempts.
 	ExemptUID int
+	// IdentityHeaderFile is the file Run reads IMDS.IdentityHeader from,
+	// when the secret does not come from IDENTITY_HEADER.
+	IdentityHeaderFile string
+	// IdentityHeaderSource names where the App Service endpoint's secret
+	// comes from, for the start-up log and errors: "IDENTITY_HEADER",
+	// the file option with its path, or "" when the endpoint is off.
+	IdentityHeaderSource string
 }
 
 // ProbeConfig is what --probe needs; it needs no AZURE_* variable but the
@@ -247,11 +269,26 @@ func (o *Options) Validate(sources cli.Sources) (*Config, error) {
 		ids = nil
 	}
 
+	// The secret comes from one place: two would leave the reader
+	// guessing which one the apps were given.
+	headerSource := ""
+	switch {
+	case o.IdentityHeader != "" && o.IdentityHeaderFile != "":
+		errs = append(errs, fmt.Sprintf("%s and %s are both set: give the App Service endpoint's secret in one of them",
+			identityHeaderVar, sources.Name("identity-header-file")))
+	case o.IdentityHeader != "":
+		headerSource = identityHeaderVar
+	case o.IdentityHeaderFile != "":
+		headerSource = sources.Name("identity-header-file") + " " + o.IdentityHeaderFile
+	}
+
 	tenant := strings.TrimSpace(o.TenantID)
 	cfg := &Config{
-		ListenAddr:  net.JoinHostPort("127.0.0.1", fmt.Sprint(o.ProxyPort)),
-		MetricsAddr: o.MetricsAddr,
-		ExemptUID:   o.ExemptUID,
+		ListenAddr:           net.JoinHostPort("127.0.0.1", fmt.Sprint(o.ProxyPort)),
+		MetricsAddr:          o.MetricsAddr,
+		ExemptUID:            o.ExemptUID,
+		IdentityHeaderFile:   o.IdentityHeaderFile,
+		IdentityHeaderSource: headerSource,
 		IMDS: imds.Config{
 			TenantID:           tenant,
 			Upstream:           o.Upstream,
@@ -261,6 +298,7 @@ func (o *Options) Validate(sources cli.Sources) (*Config, error) {
 			DrainTimeout:       o.DrainTimeout,
 			MaxConnections:     o.MaxConnections,
 			ExemptUID:          o.ExemptUID,
+			IdentityHeader:     imds.IdentityHeader(o.IdentityHeader),
 		},
 		Exchange: exchange.Config{
 			TenantID:               tenant,
@@ -342,6 +380,9 @@ func flagOfField(field string) string {
 		return "instance-metadata"
 	case "ExemptUID":
 		return "exempt-uid"
+	case "IdentityHeader":
+		// The secret has no flag; describeFieldError names its variable.
+		return identityHeaderVar
 	default:
 		// PassthroughTimeout -> passthrough-timeout, and so on.
 		var b strings.Builder
@@ -360,8 +401,13 @@ func flagOfField(field string) string {
 
 // describeFieldError words one problem a package found. A missing tenant
 // or token file gets the hint that the workload identity webhook sets them:
-// that is where a user looks first.
+// that is where a user looks first. A problem with the App Service
+// endpoint's secret names its variable and never the value.
 func describeFieldError(sources cli.Sources, flag string, fe *exchange.FieldError) string {
+	if flag == identityHeaderVar {
+		// Never the value: it is a secret.
+		return "invalid " + identityHeaderVar + " (the App Service endpoint's secret): " + fe.Err.Error()
+	}
 	if fe.Value == "" || strings.TrimSpace(fe.Value) == "" {
 		switch flag {
 		case "tenant-id":

@@ -37,6 +37,14 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	if _, err := os.Stat(cfg.Exchange.TokenFile); err != nil {
 		return fmt.Errorf("AZURE_FEDERATED_TOKEN_FILE %s: %w", cfg.Exchange.TokenFile, unwrapPathError(err))
 	}
+	icfg := cfg.IMDS
+	if cfg.IdentityHeaderFile != "" {
+		h, err := readIdentityHeaderFile(cfg.IdentityHeaderFile)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cfg.IdentityHeaderSource, err)
+		}
+		icfg.IdentityHeader = h
+	}
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -76,7 +84,6 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	icfg := cfg.IMDS
 	icfg.Gatherer = reg
 	tokenFile := cfg.Exchange.TokenFile
 	icfg.ProbeDiagnostics = func() []any { return projectedTokenDiagnostics(tokenFile) }
@@ -172,6 +179,7 @@ func logStartup(cfg *Config, deps Deps, addr, metricsAddr string) {
 		"clientID", ex.DefaultClientID,
 		"identities", len(ex.Identities),
 		"instanceMetadata", string(cfg.IMDS.InstanceMetadata),
+		"appServiceEndpoint", appServiceEndpoint(cfg),
 		"uid", deps.Getuid(),
 	}
 	kv = append(kv, projectedTokenDiagnostics(ex.TokenFile)...)
@@ -189,6 +197,15 @@ func logStartup(cfg *Config, deps Deps, addr, metricsAddr string) {
 			"redirected back to it and answered 508. Remove the pod-level runAsUser or set runAsUser: %d on the proxy container",
 			uid, cfg.ExemptUID, cfg.ExemptUID), "uid", uid, "exemptUID", cfg.ExemptUID)
 	}
+}
+
+// appServiceEndpoint describes the App Service endpoint for the start-up
+// log: where its secret comes from, never the secret.
+func appServiceEndpoint(cfg *Config) string {
+	if cfg.IdentityHeaderSource == "" {
+		return "off"
+	}
+	return "/msi/token, secret from " + cfg.IdentityHeaderSource
 }
 
 // projectedTokenDiagnostics returns the projected token's issuer, subject,

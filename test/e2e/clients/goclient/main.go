@@ -9,11 +9,20 @@
 // carry tokens): the output holds its SHA-256, its length and its decoded
 // claims.
 //
+// Which service the libraries ask depends on the environment, as in an
+// app: IMDS at 169.254.169.254 by default, the App Service endpoint when
+// IDENTITY_ENDPOINT and IDENTITY_HEADER are set (except adal, which knows
+// only IMDS and App Service 2017).
+//
 // Usage:
 //
 //	goclient azidentity [-client-id ID | -object-id ID | -resource-id ID] -scope SCOPE
+//	goclient dac        -scope SCOPE
 //	goclient msal       [-client-id ID | -object-id ID | -resource-id ID] -resource RESOURCE
 //	goclient adal       [-client-id ID | -resource-id ID] -resource RESOURCE
+//
+// dac is azidentity.DefaultAzureCredential, whose managed identity is
+// selected by AZURE_CLIENT_ID in the environment only.
 package main
 
 import (
@@ -72,7 +81,7 @@ func main() {
 
 func run(args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: goclient azidentity|msal|adal [flags]")
+		return errors.New("usage: goclient azidentity|dac|msal|adal [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	var sel selector
@@ -101,6 +110,14 @@ func run(args []string, out io.Writer) error {
 			return errors.New("azidentity needs -scope")
 		}
 		res, err = viaAzidentity(ctx, sel, *scope)
+	case "dac":
+		if *scope == "" {
+			return errors.New("dac needs -scope")
+		}
+		if sel.count() != 0 {
+			return errors.New("dac takes no selector: set AZURE_CLIENT_ID")
+		}
+		res, err = viaDefaultAzureCredential(ctx, *scope)
 	case "msal":
 		if *resource == "" {
 			return errors.New("msal needs -resource")
@@ -154,6 +171,28 @@ func viaAzidentity(ctx context.Context, sel selector, scope string) (*result, er
 		return nil, fmt.Errorf("second GetToken: %w", err)
 	}
 	return describe("go-azidentity", first.Token, second.Token, nil, first.ExpiresOn)
+}
+
+// viaDefaultAzureCredential uses azidentity.DefaultAzureCredential, the
+// credential most Azure SDK for Go apps are built with. Without the AZURE_*
+// variables of its environment and workload identity credentials, its
+// managed identity credential is the one that answers, for the identity
+// AZURE_CLIENT_ID names if it is set.
+func viaDefaultAzureCredential(ctx context.Context, scope string) (*result, error) {
+	cred, err := azidentity.NewDefaultAzureCredential(nil)
+	if err != nil {
+		return nil, err
+	}
+	req := policy.TokenRequestOptions{Scopes: []string{scope}}
+	first, err := cred.GetToken(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("first GetToken: %w", err)
+	}
+	second, err := cred.GetToken(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("second GetToken: %w", err)
+	}
+	return describe("go-dac", first.Token, second.Token, nil, first.ExpiresOn)
 }
 
 // viaMSAL uses MSAL Go's apps/managedidentity client directly.

@@ -8,14 +8,18 @@
 //
 // Usage:
 //   node get-token.mjs identity [--client-id ID | --object-id ID | --resource-id ID] --scope SCOPE
+//   node get-token.mjs dac      [--client-id ID] --scope SCOPE
 //   node get-token.mjs msal     [--client-id ID | --object-id ID | --resource-id ID] --resource RESOURCE
 //
-// "identity" is @azure/identity ManagedIdentityCredential; "msal" is
-// @azure/msal-node ManagedIdentityApplication.
+// "identity" is @azure/identity ManagedIdentityCredential; "dac" is its
+// DefaultAzureCredential (--client-id is managedIdentityClientId); "msal" is
+// @azure/msal-node ManagedIdentityApplication. Which service they ask
+// depends on the environment, as in an app: IMDS by default, the App Service
+// endpoint when IDENTITY_ENDPOINT and IDENTITY_HEADER are set.
 
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { ManagedIdentityCredential } from "@azure/identity";
+import { DefaultAzureCredential, ManagedIdentityCredential } from "@azure/identity";
 import { ManagedIdentityApplication } from "@azure/msal-node";
 
 function fail(msg) {
@@ -57,6 +61,15 @@ async function viaIdentity(sel, scope) {
     Math.floor(first.expiresOnTimestamp / 1000));
 }
 
+async function viaDefaultAzureCredential(sel, scope) {
+  const cred = new DefaultAzureCredential(sel.clientId ? { managedIdentityClientId: sel.clientId } : {});
+  const first = await cred.getToken(scope);
+  const second = await cred.getToken(scope);
+  if (!first || !second) fail("getToken returned null");
+  return describe("node-dac", first.token, second.token, undefined,
+    Math.floor(first.expiresOnTimestamp / 1000));
+}
+
 async function viaMSAL(sel, resource) {
   const managedIdentityIdParams = {};
   if (sel.clientId) managedIdentityIdParams.userAssignedClientId = sel.clientId;
@@ -95,12 +108,17 @@ async function main() {
       if (!values.scope) fail("identity needs --scope");
       out = await viaIdentity(sel, values.scope);
       break;
+    case "dac":
+      if (!values.scope) fail("dac needs --scope");
+      if (sel.objectId || sel.resourceId) fail("dac selects a managed identity by client id only");
+      out = await viaDefaultAzureCredential(sel, values.scope);
+      break;
     case "msal":
       if (!values.resource) fail("msal needs --resource");
       out = await viaMSAL(sel, values.resource);
       break;
     default:
-      fail("usage: get-token.mjs identity|msal [flags]");
+      fail("usage: get-token.mjs identity|dac|msal [flags]");
   }
   process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(0));
 }

@@ -12,8 +12,13 @@ of the process after any 400, so the suite runs one process per scenario.
 The raw token is never printed (test logs must not carry tokens): the output
 holds its SHA-256, its length and its decoded claims.
 
+It asks IMDS by default, and the App Service endpoint when IDENTITY_ENDPOINT
+and IDENTITY_HEADER are set, as an app would. --object-id and --msi-res-id
+or --mi-res-id go through identity_config verbatim: the IMDS names
+object_id and msi_res_id, App Service's mi_res_id.
+
 Usage:
-    get_token.py [--client-id ID | --object-id ID | --msi-res-id ID] SCOPE
+    get_token.py [--client-id ID | --object-id ID | --msi-res-id ID | --mi-res-id ID] SCOPE
 """
 
 import argparse
@@ -39,6 +44,7 @@ def main():
     group.add_argument("--client-id")
     group.add_argument("--object-id")
     group.add_argument("--msi-res-id")
+    group.add_argument("--mi-res-id")
     parser.add_argument("scope")
     args = parser.parse_args()
 
@@ -49,6 +55,8 @@ def main():
         kwargs["identity_config"] = {"object_id": args.object_id}
     elif args.msi_res_id:
         kwargs["identity_config"] = {"msi_res_id": args.msi_res_id}
+    elif args.mi_res_id:
+        kwargs["identity_config"] = {"mi_res_id": args.mi_res_id}
 
     cred = ManagedIdentityCredential(**kwargs)
     first = cred.get_token(args.scope)
