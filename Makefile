@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X github.com/imds-proxy/imds-proxy/pkg/version.Version=$(VERSI
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$(PATH)" KEEP=$(KEEP))
 
-.PHONY: all build deps kubebin test test-k8s unit e2e sandbox bench fuzz images images-local fmt vet clean
+.PHONY: all build deps kubebin test test-k8s unit e2e sandbox bench soak fuzz images images-local fmt vet clean
 
 all: build
 
@@ -64,6 +64,18 @@ sandbox: deps
 ## never fails on a missed target. E.g. make bench BENCH_FLAGS='-d 10s -rounds 5'
 bench: deps
 	$(ROOT) $(GO) run ./test/bench/cmd/imds-bench $(BENCH_FLAGS)
+
+## soak: the proxy for SOAK_DURATION (default 10m) under mixed load (raw
+## requests, the load generator, curl and the Go SDK clients) with a fault
+## toggled every 30 s and the projected token rotated (root). Prints
+## requests served, errors by kind, RSS, goroutines and open fds at the
+## start, every minute and at the end; fails unless the proxy ends flat
+## (within 10 % of the warm-up) and no log holds a token, an assertion or
+## an Authorization value. `make test` runs a 60 s smoke of it.
+## SOAK_FLAGS='-keep-logs out/soak' keeps the logs.
+SOAK_DURATION ?= 10m
+soak: deps
+	$(ROOT) $(GO) run ./test/soak/cmd/imds-soak -duration $(SOAK_DURATION) $(SOAK_FLAGS)
 
 ## fuzz: every fuzz target of the repository (found with `go test -list`),
 ## FUZZTIME each; needs no root. FUZZ (a regexp) narrows the targets and

@@ -19,7 +19,10 @@ const maxAdminBody = 1 << 20
 //	GET    /admin/fault                       the fault in force
 //	POST   /admin/fault                       set a fault (JSON Fault: latency, status, retry_after, body, drop_connection, count, client_id, scope); {} clears
 //	DELETE /admin/fault                       clear the fault
-//	GET    /admin/calls?client_id=&scope=     {"client_id","scope","calls","total","discovery","issuer_fetches","by_identity":[...]}
+//	GET    /admin/tls                         the TLS fault in force: {"certificate": ""|"untrusted-ca"|"wrong-name"}
+//	POST   /admin/tls                         set it (same JSON); open connections of the Entra listener are closed
+//	GET    /admin/calls?client_id=&scope=     {"client_id","scope","calls","total","discovery","issuer_fetches","max_in_flight","by_identity":[...]}
+//	GET    /admin/issued-tokens               {"tokens": the newest 10000 access tokens issued, oldest first, "dropped": older ones not kept}
 //	GET    /admin/requests                    the newest token requests (TokenRequest list, oldest first)
 //	POST   /admin/calls/reset                 set every counter to zero and empty the request log
 //	POST   /admin/token?namespace=&sa=&lifetime=1h   mint a service-account token; the body is the JWT (text/plain)
@@ -43,7 +46,26 @@ func (e *Emulator) AdminHandler() http.Handler {
 		e.SetFault(Fault{})
 		writeJSON(w, http.StatusOK, e.CurrentFault())
 	})
+	mux.HandleFunc("GET /admin/tls", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, tlsFaultJSON{e.CurrentTLSFault()})
+	})
+	mux.HandleFunc("POST /admin/tls", func(w http.ResponseWriter, r *http.Request) {
+		var f tlsFaultJSON
+		if !decodeAdminBody(w, r, &f) {
+			return
+		}
+		if err := e.SetTLSFault(f.Certificate); err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		e.log.Info("TLS fault set", "certificate", string(f.Certificate))
+		writeJSON(w, http.StatusOK, tlsFaultJSON{e.CurrentTLSFault()})
+	})
 	mux.HandleFunc("GET /admin/calls", e.adminCalls)
+	mux.HandleFunc("GET /admin/issued-tokens", func(w http.ResponseWriter, r *http.Request) {
+		tokens, dropped := e.IssuedTokens()
+		writeJSON(w, http.StatusOK, IssuedTokenList{Tokens: tokens, Dropped: dropped})
+	})
 	mux.HandleFunc("GET /admin/requests", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Requests())
 	})
@@ -111,6 +133,19 @@ func (e *Emulator) AdminHandler() http.Handler {
 	return mux
 }
 
+// tlsFaultJSON is the admin API form of a TLS fault.
+type tlsFaultJSON struct {
+	Certificate TLSFault `json:"certificate"`
+}
+
+// IssuedTokenList is the admin API answer of GET /admin/issued-tokens.
+type IssuedTokenList struct {
+	// Tokens are the access tokens issued, oldest first.
+	Tokens []string `json:"tokens"`
+	// Dropped counts older tokens no longer kept.
+	Dropped int `json:"dropped"`
+}
+
 // Info describes a running emulator; the command prints it as its ready
 // line.
 type Info struct {
@@ -172,12 +207,13 @@ func (e *Emulator) adminSetFault(w http.ResponseWriter, r *http.Request) {
 func (e *Emulator) adminCalls(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	e.mu.Lock()
-	total, discovery, fetches := e.totalCalls, e.discoveryCalls, e.issuerFetches
+	total, discovery, fetches, maxInFlight := e.totalCalls, e.discoveryCalls, e.issuerFetches, e.maxInFlight
 	e.mu.Unlock()
 	out := map[string]any{
 		"total":          total,
 		"discovery":      discovery,
 		"issuer_fetches": fetches,
+		"max_in_flight":  maxInFlight,
 		"by_identity":    e.Calls(),
 	}
 	if id := q.Get("client_id"); id != "" || q.Has("scope") {

@@ -32,7 +32,10 @@
 // requests are logged (Requests); faults (latency, 5xx, 429 with
 // Retry-After, garbage or HTML bodies, dropped connections) can be injected
 // for the next N token requests, optionally of one client id and scope, or
-// until cleared; the issuer key can be rotated (RotateIssuerKey).
+// until cleared; the Entra listener can present an untrusted or misnamed
+// certificate (SetTLSFault); the issuer key can be rotated
+// (RotateIssuerKey). The most token requests handled at once (MaxInFlight)
+// and the access tokens issued (IssuedTokens, for log scans) are kept.
 //
 // The package reads no environment variables and keeps no global state; each
 // Emulator is independent and safe for concurrent use.

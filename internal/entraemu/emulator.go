@@ -136,6 +136,8 @@ type Emulator struct {
 	invalidResources       map[string]bool
 	fault                  Fault
 	faultLeft              int // remaining requests for a counted fault
+	tlsFault               TLSFault
+	entraConns             map[net.Conn]struct{} // open connections of the Entra listener
 	calls                  map[callKey]int
 	totalCalls             int
 	discoveryCalls         int
@@ -144,6 +146,9 @@ type Emulator struct {
 	keyCache               map[string]*issuerKeys
 	issuerClients          map[string]*http.Client // by issuer URL (TrustIssuer)
 	requests               []TokenRequest          // the newest maxRequestLog token requests
+	inFlight, maxInFlight  int                     // token requests being handled now, and the most at once
+	issued                 []string                // the newest maxIssuedLog access tokens issued
+	issuedDropped          int                     // access tokens issued but no longer in issued
 }
 
 // maxRequestLog is how many token requests Requests remembers.
@@ -193,6 +198,41 @@ func (e *Emulator) Requests() []TokenRequest {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]TokenRequest(nil), e.requests...)
+}
+
+// maxIssuedLog is how many issued access tokens IssuedTokens remembers.
+const maxIssuedLog = 10000
+
+// recordIssued remembers an issued access token for IssuedTokens, dropping
+// the oldest when full.
+func (e *Emulator) recordIssued(tok string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.issued) == maxIssuedLog {
+		copy(e.issued, e.issued[1:])
+		e.issued = e.issued[:maxIssuedLog-1]
+		e.issuedDropped++
+	}
+	e.issued = append(e.issued, tok)
+}
+
+// IssuedTokens returns the access tokens the token endpoint issued, oldest
+// first (the newest 10000), and how many older ones it no longer holds.
+// Tests scan logs for them: no token may ever reach a log line. The
+// emulator itself never logs them.
+func (e *Emulator) IssuedTokens() (tokens []string, dropped int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.issued...), e.issuedDropped
+}
+
+// MaxInFlight returns the largest number of token requests the emulator
+// was handling at once (injected latency included) since it started or
+// since ResetCounts: how many exchanges a client had in flight at most.
+func (e *Emulator) MaxInFlight() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.maxInFlight
 }
 
 // callKey identifies a counter of token POSTs.
@@ -254,6 +294,7 @@ func Start(opts Options) (*Emulator, error) {
 		calls:            map[callKey]int{},
 		keyCache:         map[string]*issuerKeys{},
 		issuerClients:    map[string]*http.Client{},
+		entraConns:       map[net.Conn]struct{}{},
 	}
 	for _, r := range opts.InvalidResources {
 		e.invalidResources[r] = true
@@ -339,11 +380,12 @@ func Start(opts Options) (*Emulator, error) {
 		// dropped-connection fault can hijack the connection.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{e.pki.server},
-			MinVersion:   tls.VersionTLS12,
-			NextProtos:   []string{"http/1.1"},
+			GetCertificate: e.serverCertificate, // SetTLSFault
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     []string{"http/1.1"},
 		},
-		ErrorLog: serverErrorLog(opts.Logger, "entra"),
+		ConnState: e.trackEntraConn,
+		ErrorLog:  serverErrorLog(opts.Logger, "entra"),
 	}
 	e.issuerSrv = &http.Server{
 		Handler:           e.issuerHandler(opts.EnableAdmin),
@@ -629,14 +671,16 @@ func (e *Emulator) Calls() []CallCount {
 	return out
 }
 
-// ResetCounts sets every call counter back to zero and empties the request
-// log.
+// ResetCounts sets every call counter back to zero, empties the request
+// log, and restarts MaxInFlight from the requests in flight now. The issued
+// tokens are kept.
 func (e *Emulator) ResetCounts() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.calls = map[callKey]int{}
 	e.totalCalls, e.discoveryCalls, e.issuerFetches, e.instanceDiscoveryCalls = 0, 0, 0, 0
 	e.requests = nil
+	e.maxInFlight = e.inFlight
 }
 
 // sleep waits for d, or less when the request or the emulator ends first.

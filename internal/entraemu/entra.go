@@ -185,7 +185,9 @@ func resourceScope(scope string) (string, string, *aadError) {
 }
 
 // handleToken is the token endpoint: count, apply faults, validate the
-// request, verify the client assertion, issue an access token.
+// request, verify the client assertion, issue an access token. It keeps
+// the number of requests in flight (MaxInFlight) until it returns,
+// injected latency included.
 func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	formErr := r.ParseForm()
@@ -194,6 +196,13 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 
 	e.mu.Lock()
 	e.totalCalls++
+	e.inFlight++
+	e.maxInFlight = max(e.maxInFlight, e.inFlight)
+	defer func() {
+		e.mu.Lock()
+		e.inFlight--
+		e.mu.Unlock()
+	}()
 	if formErr == nil {
 		e.calls[callKey{strings.ToLower(clientID), countKey}]++
 	}
@@ -279,6 +288,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	e.log.V(1).Info("token issued", "clientID", clientID, "resource", resource)
 	rec.Status = http.StatusOK
 	e.recordRequest(rec)
+	e.recordIssued(tok)
 	expiresIn := int64(e.lifetime/time.Second) - 1
 	if expiresIn < 1 {
 		expiresIn = 1

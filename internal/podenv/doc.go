@@ -31,9 +31,16 @@
 // (setns), creates the socket there and switches back: a socket belongs to
 // the namespace it was created in for its whole life. That is how it serves
 // the fake IMDS on 169.254.169.254:80 in the node namespace, drives the
-// emulator's admin API (Calls, CallStats, SetFault, AddApp, MintToken,
-// MintAndWriteToken) and polls the proxy's /readyz, with no extra binary,
-// port or socket file visible on the host.
+// emulator's admin API (Calls, CallStats, SetFault, SetTLSFault, AddApp,
+// MintToken, MintAndWriteToken, IssuedTokens) and polls the proxy's /readyz
+// and /metrics (ProxyMetrics), with no extra binary, port or socket file
+// visible on the host.
+//
+// Faults of the node side: RefuseConnections adds a REJECT rule (TCP reset)
+// to the node namespace's own filter table, so Entra or the node's IMDS
+// refuses connections; SetIMDSLatency slows the fake IMDS. ProxyPID and
+// ReadProcessStats read the proxy's memory, threads and file descriptors
+// from /proc.
 //
 // Teardown (Close, also on a failed Start): the proxy and the emulator by
 // pid, then whatever is left in the namespaces (by pid, from `ip netns

@@ -136,12 +136,14 @@ func (e *Env) Calls(ctx context.Context, clientID, scope string) (int, error) {
 // CallStats is the emulator's counters: Calls for the asked (client id,
 // scope), Total token POSTs, Discovery GETs of the tenant's
 // openid-configuration, IssuerFetches of an assertion issuer's discovery
-// document and JWKS, and ByIdentity, every non-zero token counter.
+// document and JWKS, MaxInFlight, the most token requests it handled at
+// once, and ByIdentity, every non-zero token counter.
 type CallStats struct {
 	Calls         int                  `json:"calls"`
 	Total         int                  `json:"total"`
 	Discovery     int                  `json:"discovery"`
 	IssuerFetches int                  `json:"issuer_fetches"`
+	MaxInFlight   int                  `json:"max_in_flight"`
 	ByIdentity    []entraemu.CallCount `json:"by_identity"`
 }
 

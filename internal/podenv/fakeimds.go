@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,8 @@ type IMDSRequest struct {
 type fakeIMDS struct {
 	srv  *http.Server
 	done chan struct{}
+	// latency delays every answer (SetIMDSLatency), in nanoseconds.
+	latency atomic.Int64
 
 	mu   sync.Mutex
 	reqs []IMDSRequest
@@ -61,6 +64,15 @@ func (f *fakeIMDS) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.reqs = append(f.reqs, IMDSRequest{Method: r.Method, RequestURI: r.RequestURI, Header: r.Header.Clone(), RemoteAddr: r.RemoteAddr})
 	f.mu.Unlock()
+	if d := time.Duration(f.latency.Load()); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return // the client gave up: nothing to answer
+		}
+	}
 
 	write := func(status int, body string) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
