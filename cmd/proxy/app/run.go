@@ -124,14 +124,15 @@ func Run(ctx context.Context, cfg *Config, deps Deps) error {
 }
 
 // prewarm loads the system certificate pool, which Go otherwise parses
-// during the first TLS handshake, and prepares the default identity's
-// exchange (src.Prewarm), both at once. The pool is the longest part of a
-// fresh proxy's first exchange (about 10 ms for a distribution's bundle on
-// this project's machines, hundreds on a slow node), and the TLS handshake
-// with Entra needs it only to verify the server's certificate, so
-// connecting and saying hello overlap with the parsing. Outcomes are
-// logged at V(1) only: a failure here is met again, and reported, by the
-// first token request.
+// during the first TLS handshake (about 10 ms for a distribution's bundle
+// on this project's machines, hundreds on a slow node: the longest part of
+// a fresh proxy's first exchange), then prepares the default identity's
+// exchange (src.Prewarm). One after the other, not at once: on two cores,
+// two goroutines parsing and dialling beside the server held the first
+// /readyz back by half a millisecond and brought the first token no
+// sooner (interleaved starts, test/bench/README.md). Outcomes are logged
+// at V(1) only: a failure here is met again, and reported, by the first
+// token request.
 //
 // It runs only once the projected token is a readable JWT, the same
 // precondition as any exchange. Go loads the system pool (SSL_CERT_FILE
@@ -146,18 +147,11 @@ func prewarm(ctx context.Context, log logr.Logger, src *exchange.Source, tokenFi
 		return
 	}
 	start := time.Now()
-	var certs time.Duration
-	pool := make(chan struct{})
-	go func() {
-		defer close(pool)
-		if _, err := x509.SystemCertPool(); err != nil {
-			log.Info("prewarm: loading the system certificate pool failed", "error", err.Error())
-		}
-		certs = time.Since(start)
-	}()
-	err := src.Prewarm(ctx)
-	<-pool
-	if err != nil {
+	if _, err := x509.SystemCertPool(); err != nil {
+		log.Info("prewarm: loading the system certificate pool failed", "error", err.Error())
+	}
+	certs := time.Since(start)
+	if err := src.Prewarm(ctx); err != nil {
 		log.Info("prewarm: preparing the default identity's exchange failed; the first token request will retry",
 			"error", err.Error(), "duration", time.Since(start).String())
 		return
