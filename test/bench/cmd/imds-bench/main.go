@@ -596,46 +596,58 @@ func (b *bench) stampede(ctx context.Context, resource string) (StampedeRun, err
 }
 
 // startupPhase times proxy starts from exec to the first 200 from /readyz
-// and to the first token served, from inside the pod netns. The timing
-// process (as root, to start the proxy as UID 1501) execs the proxy itself,
-// so both timestamps come from one clock with no harness in between.
+// and to the first token served, from inside the pod netns, interleaved
+// with starts of the limit server and of depfloor timed the same way. The
+// timing process (as root, to start the proxy as UID 1501) execs the
+// server itself, so both timestamps come from one clock with no harness in
+// between.
 func (b *bench) startupPhase(ctx context.Context) error {
 	if b.env == nil || b.cfg.startupRuns < 1 {
 		return nil
 	}
-	var res loadgen.StartupResult
-	args := []string{"startup", "-runs", strconv.Itoa(b.cfg.startupRuns), "-port", strconv.Itoa(startupPort),
-		"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource),
-		"--", b.env.Bin(podenv.ProxyBin), "--log-level=" + b.cfg.logLevel}
-	if err := b.podRun(ctx, 0, b.env.ProxyEnv(), &res, args...); err != nil {
-		return err
+	// The proxy, the limit server (what exec to ready costs a minimal Go
+	// server on this machine right now) and depfloor (every package the
+	// proxy links, initialised, then a static server), one start of each
+	// per round, the order rotating, so drift in background load reaches
+	// all three alike.
+	body := filepath.Join(b.binDir, "reply.json")
+	servers := []struct {
+		name string
+		env  []string
+		argv []string
+		res  *loadgen.StartupResult
+	}{
+		{"proxy", b.env.ProxyEnv(), []string{"--", b.env.Bin(podenv.ProxyBin), "--log-level=" + b.cfg.logLevel}, &loadgen.StartupResult{}},
+		{"limit server", nil, []string{"-port-arg", "-addr=127.0.0.1:%d", "--", b.limit, "-body", body}, &loadgen.StartupResult{}},
+		{"dependency floor", nil, []string{"-port-arg", "-addr=127.0.0.1:%d", "--", b.depfloor, "-body", body}, &loadgen.StartupResult{}},
 	}
-	b.rep.Startup = &res
-	logf("startup: ready median %v (min %v, max %v), first token median %v", res.Ready.Median, res.Ready.Min, res.Ready.Max, res.FirstToken.Median)
-
-	// The same measurement for the limit server: what exec to ready costs
-	// a minimal Go server on this machine right now.
-	var lim loadgen.StartupResult
-	args = []string{"startup", "-runs", strconv.Itoa(b.cfg.startupRuns), "-port", strconv.Itoa(startupPort),
-		"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource), "-port-arg", "-addr=127.0.0.1:%d",
-		"--", b.limit, "-body", filepath.Join(b.binDir, "reply.json")}
-	if err := b.podRun(ctx, 0, nil, &lim, args...); err != nil {
-		return err
+	for i := 0; i < b.cfg.startupRuns; i++ {
+		for j := range servers {
+			s := servers[(i+j)%len(servers)]
+			args := append([]string{"startup", "-runs", "1", "-port", strconv.Itoa(startupPort),
+				"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource)}, s.argv...)
+			var one loadgen.StartupResult
+			if err := b.podRun(ctx, 0, s.env, &one, args...); err != nil {
+				one.Runs = []loadgen.StartupRun{{Error: err.Error()}}
+			}
+			s.res.Runs = append(s.res.Runs, one.Runs...)
+		}
 	}
-	b.rep.StartupLimit = &lim
-	logf("startup (limit server): ready median %v (min %v, max %v)", lim.Ready.Median, lim.Ready.Min, lim.Ready.Max)
-
-	// And for the proxy's dependencies alone: every package the proxy
-	// links, initialised, then a static server.
-	var floor loadgen.StartupResult
-	args = []string{"startup", "-runs", strconv.Itoa(b.cfg.startupRuns), "-port", strconv.Itoa(startupPort),
-		"-uid", strconv.Itoa(podenv.DefaultProxyUID), "-uri", tokenURI(warmResource), "-port-arg", "-addr=127.0.0.1:%d",
-		"--", b.depfloor, "-body", filepath.Join(b.binDir, "reply.json")}
-	if err := b.podRun(ctx, 0, nil, &floor, args...); err != nil {
-		return err
+	for _, s := range servers {
+		var ready, token []time.Duration
+		for _, r := range s.res.Runs {
+			if r.Error == "" {
+				ready, token = append(ready, r.Ready), append(token, r.FirstToken)
+			}
+		}
+		s.res.Ready, s.res.FirstToken = loadgen.SummarizeStartup(ready), loadgen.SummarizeStartup(token)
+		logf("startup (%s): ready median %v (min %v, max %v), first answer median %v",
+			s.name, s.res.Ready.Median, s.res.Ready.Min, s.res.Ready.Max, s.res.FirstToken.Median)
 	}
-	b.rep.StartupFloor = &floor
-	logf("startup (dependency floor): ready median %v (min %v, max %v)", floor.Ready.Median, floor.Ready.Min, floor.Ready.Max)
+	b.rep.Startup, b.rep.StartupLimit, b.rep.StartupFloor = servers[0].res, servers[1].res, servers[2].res
+	if b.rep.Startup.Ready.N == 0 {
+		return fmt.Errorf("no proxy start succeeded: %s", b.rep.Startup.Runs[0].Error)
+	}
 
 	// The emulator's own answer time for a first exchange, asked directly
 	// from the pod, so the first token's budget can leave it out.

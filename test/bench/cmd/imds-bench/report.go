@@ -569,7 +569,7 @@ func (r *Report) Text() string {
 	for _, st := range []struct {
 		name string
 		res  *loadgen.StartupResult
-	}{{"start", r.Startup}, {"limit start", r.StartupLimit}} {
+	}{{"start", r.Startup}, {"limit start", r.StartupLimit}, {"floor start", r.StartupFloor}} {
 		if st.res == nil {
 			continue
 		}
