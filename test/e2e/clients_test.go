@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
 )
@@ -107,7 +108,7 @@ type clientScenario struct {
 
 func TestClients(t *testing.T) {
 	podenvtest.SkipUnlessRoot(t)
-	root, err := podenv.ModuleRoot()
+	root, err := gobuild.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestClients(t *testing.T) {
 	})
 
 	t.Run("Go", func(t *testing.T) {
-		bin := buildGoClient(t, root)
+		bin := buildGoClient(t)
 		for _, sc := range []clientScenario{
 			goScenario(bin, "azidentity/default", podIdentity, "azidentity", "-scope", "https://graph.microsoft.com/.default", "https://graph.microsoft.com"),
 			goScenario(bin, "azidentity/client-id", otherIdentity, "azidentity", "-client-id", otherIdentity.clientID, "-scope", "https://database.windows.net//.default", "https://database.windows.net/"),
@@ -173,24 +174,17 @@ func TestClients(t *testing.T) {
 // buildGoClient compiles test/e2e/clients/goclient, once per test binary,
 // into podenvtest's shared binary directory (world-readable, since the
 // client runs as clientUID; removed by TestMain).
-func buildGoClient(t *testing.T, root string) string {
+func buildGoClient(t *testing.T) string {
 	t.Helper()
 	goClientOnce.Do(func() {
-		goCmd, err := exec.LookPath("go")
-		if err != nil {
-			goCmd = "/usr/local/go/bin/go"
-		}
-		bin := filepath.Join(podenvtest.BinDir(t), "goclient")
+		dir := podenvtest.BinDir(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-o", bin, "./test/e2e/clients/goclient")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			goClientOnce.err = fmt.Errorf("go build goclient: %w\n%s", err, out)
+		if err := gobuild.Build(ctx, dir, "./test/e2e/clients/goclient"); err != nil {
+			goClientOnce.err = err
 			return
 		}
-		goClientOnce.bin = bin
+		goClientOnce.bin = filepath.Join(dir, "goclient")
 	})
 	if goClientOnce.err != nil {
 		t.Fatal(goClientOnce.err)
