@@ -524,16 +524,7 @@ func TestDeclaredBodyDoesNotHoldTheDrain(t *testing.T) {
 func TestTrickledHeaderIsCut(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestServer(t, testConfig(""), &fakeSource{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	c := dialRaw(t, ln.Addr().String())
+	c := dialRaw(t, serveLoopback(t, s))
 	if _, err := io.WriteString(c, "GET /readyz HTTP/1.1\r\nHost: 169.254.169.254\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -133,6 +133,27 @@ func newTestServer(t *testing.T, cfg Config, src TokenSource) (*Server, *prometh
 	return s, reg
 }
 
+// serveLoopback runs s.Serve, the proxy's own serving loop, on a fresh
+// 127.0.0.1 listener and returns its address. When t ends it stops the
+// loop as SIGTERM does and fails t unless Serve returns nil.
+func serveLoopback(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
 // serve runs s.Handler on an httptest server on 127.0.0.1, with the
 // http.Server settings of the proxy's own listener.
 func serve(t *testing.T, s *Server) *httptest.Server {
