@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -258,7 +259,7 @@ func parseAppCurl(t *testing.T, lines []string) appCurl {
 			continue
 		}
 		var c appCurl
-		fmt.Sscan(m[1], &c.status)
+		c.status, _ = strconv.Atoi(m[1]) // three digits, by appCurlLine
 		c.sha256 = m[2]
 		if m[3] != "" {
 			payload, err := base64.RawURLEncoding.DecodeString(m[3])

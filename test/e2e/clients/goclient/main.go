@@ -197,7 +197,7 @@ func viaDefaultAzureCredential(ctx context.Context, scope string) (*result, erro
 
 // viaMSAL uses MSAL Go's apps/managedidentity client directly.
 func viaMSAL(ctx context.Context, sel selector, resource string) (*result, error) {
-	var id mi.ID = mi.SystemAssigned()
+	id := mi.SystemAssigned()
 	switch {
 	case sel.clientID != "":
 		id = mi.UserAssignedClientID(sel.clientID)
