@@ -21,6 +21,7 @@ import (
 	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
+	"github.com/imds-proxy/imds-proxy/test/e2e/clients"
 )
 
 // The real SDK clients (docs/testbed.md), unchanged, run in the pod as an
@@ -67,19 +68,6 @@ var (
 		resourceID: "/subscriptions/3f2504e0-4f89-11d3-9a0c-0305e82c3301/resourcegroups/rg-e2e/providers/Microsoft.ManagedIdentity/userAssignedIdentities/other-identity",
 	}
 )
-
-// clientResult is the JSON line every client program prints: a digest of
-// the token, never the token.
-type clientResult struct {
-	Client      string         `json:"client"`
-	Calls       int            `json:"calls"`
-	TokenSHA256 string         `json:"token_sha256"`
-	TokenLen    int            `json:"token_len"`
-	SameToken   bool           `json:"same_token"`
-	FromCache   *bool          `json:"from_cache"`
-	ExpiresOn   int64          `json:"expires_on"`
-	Claims      map[string]any `json:"claims"`
-}
 
 // clientScenario is one run of one client program.
 type clientScenario struct {
@@ -286,9 +274,9 @@ func runClientScenario(t *testing.T, env *podenv.Env, sc clientScenario) {
 	out := podenvtest.Output(t, env.PodCommand(ctx, clientUID, sc.env, sc.argv...))
 	after := proxyRequests(t, env, route)
 
-	var res clientResult
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &res); err != nil {
-		t.Fatalf("client output is not one JSON line: %v\n%s", err, out)
+	res, err := clients.ParseResult(out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("%s: token sha256 %s, %d bytes, aud %v, appid %v", res.Client, res.TokenSHA256, res.TokenLen, res.Claims["aud"], res.Claims["appid"])
 	checkClaims(t, env, res.Claims, sc.id, sc.resource)
