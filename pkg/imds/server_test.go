@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/imds-proxy/imds-proxy/internal/golden"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
 
@@ -190,7 +191,7 @@ func TestTokenSuccess(t *testing.T) {
 			if got.status != 200 {
 				t.Fatalf("status = %d %s", got.status, got.body)
 			}
-			golden(t, tt.golden, got.body)
+			golden.Check(t, tt.golden, got.body)
 			if ct := got.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 				t.Errorf("Content-Type = %q", ct)
 			}
