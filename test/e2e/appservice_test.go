@@ -233,7 +233,7 @@ func testIMDSOnlyClients(t *testing.T, env *podenv.Env, root string, vars []stri
 	t.Run("Azure CLI 2.45", func(t *testing.T) {
 		az, err := exec.LookPath("az")
 		if err != nil {
-			t.Skip("skipping the Azure CLI: az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
+			t.Fatal("az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
 		}
 		azNoTelemetry(t, env)
 		reqs := runUntil(t, 20*time.Second, "msrest_azure", nil, az, "login", "--identity", "--allow-no-subscriptions", "--only-show-errors")

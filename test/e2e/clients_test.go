@@ -201,17 +201,19 @@ func goScenario(bin, name string, id clientIdentity, args ...string) clientScena
 	}
 }
 
-// nodeClient returns node and the script, skipping when they are missing.
+// nodeClient returns node and the script. A missing one fails the test:
+// hack/install-deps.sh, which every make target that runs this suite runs
+// first, installs them, so a skip would only hide a broken install.
 func nodeClient(t *testing.T, root string) (node, script string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("skipping the Node clients: node is not installed (hack/install-deps.sh installs it)")
+		t.Fatal("node is not installed (hack/install-deps.sh installs it)")
 	}
 	dir := filepath.Join(root, "test", "e2e", "clients", "node")
 	for _, pkg := range []string{"@azure/identity", "@azure/msal-node"} {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
-			t.Skipf("skipping the Node clients: %s is not installed in %s (run hack/install-deps.sh, which runs npm ci there)", pkg, dir)
+			t.Fatalf("%s is not installed in %s (run hack/install-deps.sh, which runs npm ci there)", pkg, dir)
 		}
 	}
 	return node, filepath.Join(dir, "get-token.mjs")
@@ -234,13 +236,13 @@ func nodeScenario(node, script, name string, id clientIdentity, args ...string) 
 }
 
 // pythonClient returns Debian's python3 (not a pyenv shim on PATH: the
-// Debian package installs into its dist-packages) and the script, skipping
-// when python3-azure is missing.
+// Debian package installs into its dist-packages) and the script; a
+// missing python3-azure fails the test, as in nodeClient.
 func pythonClient(t *testing.T, root string) (py, script string) {
 	t.Helper()
 	py = "/usr/bin/python3"
 	if out, err := exec.Command(py, "-c", "import azure.identity").CombinedOutput(); err != nil {
-		t.Skipf("skipping the Python client: %s cannot import azure.identity (install the Debian package python3-azure: hack/install-deps.sh): %v\n%s", py, err, out)
+		t.Fatalf("%s cannot import azure.identity (install the Debian package python3-azure: hack/install-deps.sh): %v\n%s", py, err, out)
 	}
 	return py, filepath.Join(root, "test", "e2e", "clients", "python", "get_token.py")
 }
@@ -439,7 +441,7 @@ type azAccount struct {
 func testAzureCLI(t *testing.T, env *podenv.Env) {
 	az, err := exec.LookPath("az")
 	if err != nil {
-		t.Skip("skipping the Azure CLI: az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
+		t.Fatal("az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
 	}
 	home, err := env.Home(clientUID)
 	if err != nil {

@@ -150,7 +150,7 @@ func requirePodman(t *testing.T) {
 	}
 	for _, bin := range []string{"podman", "buildah", "runc", "debootstrap"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (hack/install-deps.sh installs podman buildah runc debootstrap)", bin)
+			t.Fatalf("%s not installed (hack/install-deps.sh installs podman buildah runc debootstrap)", bin)
 		}
 	}
 }
