@@ -39,6 +39,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/go-autorest/autorest/adal"
@@ -151,16 +152,7 @@ func viaAzidentity(ctx context.Context, sel selector, scope string) (*clients.Re
 	if err != nil {
 		return nil, err
 	}
-	req := policy.TokenRequestOptions{Scopes: []string{scope}}
-	first, err := cred.GetToken(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("first GetToken: %w", err)
-	}
-	second, err := cred.GetToken(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("second GetToken: %w", err)
-	}
-	return describe("go-azidentity", first.Token, second.Token, nil, first.ExpiresOn)
+	return getTokenTwice(ctx, "go-azidentity", cred, scope)
 }
 
 // viaDefaultAzureCredential uses azidentity.DefaultAzureCredential, the
@@ -173,6 +165,12 @@ func viaDefaultAzureCredential(ctx context.Context, scope string) (*clients.Resu
 	if err != nil {
 		return nil, err
 	}
+	return getTokenTwice(ctx, "go-dac", cred, scope)
+}
+
+// getTokenTwice asks an azidentity credential for a token for scope twice,
+// as an app does, and describes the outcome as client.
+func getTokenTwice(ctx context.Context, client string, cred azcore.TokenCredential, scope string) (*clients.Result, error) {
 	req := policy.TokenRequestOptions{Scopes: []string{scope}}
 	first, err := cred.GetToken(ctx, req)
 	if err != nil {
@@ -182,7 +180,7 @@ func viaDefaultAzureCredential(ctx context.Context, scope string) (*clients.Resu
 	if err != nil {
 		return nil, fmt.Errorf("second GetToken: %w", err)
 	}
-	return describe("go-dac", first.Token, second.Token, nil, first.ExpiresOn)
+	return describe(client, first.Token, second.Token, nil, first.ExpiresOn)
 }
 
 // viaMSAL uses MSAL Go's apps/managedidentity client directly.
