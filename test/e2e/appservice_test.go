@@ -244,7 +244,7 @@ func testIMDSOnlyClients(t *testing.T, env *podenv.Env, root string, vars []stri
 }
 
 // azNoTelemetry writes the Azure CLI's configuration for the client UID:
-// no telemetry upload and no survey.
+// no telemetry upload (a detached process at exit) and no survey.
 func azNoTelemetry(t *testing.T, env *podenv.Env) {
 	t.Helper()
 	home, err := env.Home(clientUID)

@@ -443,23 +443,7 @@ func testAzureCLI(t *testing.T, env *podenv.Env) {
 	if err != nil {
 		t.Fatal("az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
 	}
-	home, err := env.Home(clientUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// No telemetry upload (a detached process at exit) and no survey.
-	cfgDir := filepath.Join(home, ".azure")
-	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(cfgDir, "config"), []byte("[core]\ncollect_telemetry = no\nsurvey_message = no\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{cfgDir, filepath.Join(cfgDir, "config")} {
-		if err := os.Chown(p, clientUID, clientUID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	azNoTelemetry(t, env)
 	// requests trusts the emulator's CA through REQUESTS_CA_BUNDLE; the
 	// emulator's host name resolves through the pod's /etc/netns hosts.
 	azEnv := []string{"REQUESTS_CA_BUNDLE=" + env.CAFile}
