@@ -185,16 +185,7 @@ func TestAppServiceRefusesBodiesAndUpgrades(t *testing.T) {
 			c := dialRaw(t, addr)
 			c.send(append([]string{tt.method + " " + tt.target + " HTTP/1.1", "Host: 127.0.0.1"}, tt.head...), tt.body)
 			got := c.reply(tt.method, replyWait)
-			assertJSONReply(t, got, tt.status, tt.want)
-			if got.header.Get("Allow") != tt.allow {
-				t.Errorf("Allow = %q; want %q", got.header.Get("Allow"), tt.allow)
-			}
-			if !got.close {
-				t.Error("reply without Connection: close")
-			}
-			if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
-				t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
-			}
+			assertClosingRefusal(t, c, got, tt.status, tt.want, tt.allow)
 		})
 	}
 	t.Cleanup(func() {

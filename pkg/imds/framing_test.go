@@ -273,16 +273,7 @@ func TestRefusesUpgradesAndConnect(t *testing.T) {
 			c := dialRaw(t, addr)
 			c.send(append([]string{tt.method + " " + tt.target + " HTTP/1.1", host, md}, tt.headers...), "")
 			got := c.reply(tt.method, 5*time.Second)
-			assertJSONReply(t, got, tt.status, tt.body)
-			if got.header.Get("Allow") != tt.allow {
-				t.Errorf("Allow = %q; want %q", got.header.Get("Allow"), tt.allow)
-			}
-			if !got.close {
-				t.Error("reply without Connection: close")
-			}
-			if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
-				t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
-			}
+			assertClosingRefusal(t, c, got, tt.status, tt.body, tt.allow)
 		})
 	}
 	t.Cleanup(func() {
@@ -409,13 +400,7 @@ func TestRefusesDeclaredBodies(t *testing.T) {
 			c := dialRaw(t, addr)
 			c.send(append([]string{tt.method + " " + tt.target + " " + tt.proto, "Host: 169.254.169.254"}, tt.head...), tt.body)
 			got := c.reply(tt.method, replyWait)
-			assertJSONReply(t, got, 400, bodyBody)
-			if !got.close {
-				t.Error("reply without Connection: close")
-			}
-			if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
-				t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
-			}
+			assertClosingRefusal(t, c, got, 400, bodyBody, "")
 		})
 	}
 	t.Cleanup(func() {

@@ -54,6 +54,24 @@ func assertJSONReply(t *testing.T, got rawResponse, status int, body string) {
 	}
 }
 
+// assertClosingRefusal checks a refusal that ends the connection: the
+// JSON reply (assertJSONReply) with the Allow header allow (none when
+// empty), marked Connection: close, and c closed after it with nothing
+// more sent.
+func assertClosingRefusal(t *testing.T, c *rawConn, got rawResponse, status int, body, allow string) {
+	t.Helper()
+	assertJSONReply(t, got, status, body)
+	if got.header.Get("Allow") != allow {
+		t.Errorf("Allow = %q; want %q", got.header.Get("Allow"), allow)
+	}
+	if !got.close {
+		t.Error("reply without Connection: close")
+	}
+	if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
+		t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
+	}
+}
+
 func TestTokenEndpointValidation(t *testing.T) {
 	t.Parallel()
 	upstream := newUpstream(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "real IMDS") })
