@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -33,20 +32,21 @@ var skippedDirs = map[string]bool{".git": true, "node_modules": true, "bin": tru
 // line of a text file that cites the planning notes.
 func TestNoCitationsOfPrivateNotes(t *testing.T) {
 	files := 0
-	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+	root := os.DirFS("..")
+	err := fs.WalkDir(root, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() {
-			if skippedDirs[d.Name()] && path != ".." {
-				return filepath.SkipDir
+			if skippedDirs[d.Name()] {
+				return fs.SkipDir
 			}
 			return nil
 		}
 		if !d.Type().IsRegular() {
 			return nil
 		}
-		b, err := os.ReadFile(path)
+		b, err := fs.ReadFile(root, path)
 		if err != nil {
 			return err
 		}
