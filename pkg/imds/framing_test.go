@@ -225,6 +225,30 @@ func (c *rawConn) closedWithin(wait time.Duration) (closed bool, rest string) {
 	return true, string(b)
 }
 
+// trickle writes chunk to c every interval, as a slow client does, until
+// a write fails or t ends.
+func trickle(t *testing.T, c *rawConn, every time.Duration, chunk string) {
+	t.Helper()
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := io.WriteString(c, chunk); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-trickled })
+}
+
 func TestRefusesUpgradesAndConnect(t *testing.T) {
 	t.Parallel()
 	upstream := newTunnelIMDS(t, false)
@@ -467,24 +491,7 @@ func TestDeclaredBodyDoesNotHoldTheDrain(t *testing.T) {
 	c.send([]string{"GET /metadata/identity/oauth2/token" + okQuery + " HTTP/1.1", "Host: 169.254.169.254", "Metadata: true",
 		"Content-Length: 1000"}, "")
 	assertJSONReply(t, c.reply("GET", replyWait), 400, bodyBody)
-	stop := make(chan struct{})
-	trickled := make(chan struct{})
-	go func() {
-		defer close(trickled)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := c.Write([]byte("x")); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-trickled })
+	trickle(t, c, 20*time.Millisecond, "x")
 
 	cancel() // SIGTERM; the shutdown delay is over at once
 	select {
@@ -513,24 +520,7 @@ func TestTrickledHeaderIsCut(t *testing.T) {
 	if _, err := io.WriteString(c, "GET /readyz HTTP/1.1\r\nHost: 169.254.169.254\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	trickled := make(chan struct{})
-	go func() {
-		defer close(trickled)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := io.WriteString(c, "X-Trickle: 1\r\n"); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-trickled })
+	trickle(t, c, 100*time.Millisecond, "X-Trickle: 1\r\n")
 	// The header read timeout is 5 s; the deadline here is generous.
 	if closed, rest := c.closedWithin(20 * time.Second); !closed || rest != "" {
 		t.Errorf("trickled header: closed=%v, got %q", closed, rest)
