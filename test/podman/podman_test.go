@@ -33,6 +33,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 )
 
 // repoRoot is the repository root relative to this package.
@@ -148,7 +150,7 @@ func requirePodman(t *testing.T) {
 	}
 	for _, bin := range []string{"podman", "buildah", "runc", "debootstrap"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (hack/install-deps.sh installs podman buildah runc debootstrap)", bin)
+			t.Fatalf("%s not installed (hack/install-deps.sh installs podman buildah runc debootstrap)", bin)
 		}
 	}
 }
@@ -200,14 +202,11 @@ func buildImages(t *testing.T, ctx context.Context, env []string, tag string) im
 	t.Logf("client image: %s", time.Since(start).Round(time.Millisecond))
 
 	bin := t.TempDir()
-	for _, b := range []struct{ pkg, image, path string }{
-		{"./test/emulator", im.emulator, "/emulator"},
-		{"./test/podman/pause", im.pause, "/pause"},
-	} {
-		out := filepath.Join(bin, filepath.Base(b.path))
-		run(t, ctx, "", []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", out, b.pkg)
-		scratchImage(t, ctx, env, b.image, out, b.path)
+	if err := gobuild.Build(ctx, bin, "./test/emulator", "./test/podman/pause"); err != nil {
+		t.Fatal(err)
 	}
+	scratchImage(t, ctx, env, im.emulator, filepath.Join(bin, "emulator"), "/emulator")
+	scratchImage(t, ctx, env, im.pause, filepath.Join(bin, "pause"), "/pause")
 	for _, img := range []string{im.proxy, im.init, im.client, im.emulator} {
 		size := strings.TrimSpace(run(t, ctx, "", env, "podman", "image", "inspect", "--format", "{{.Size}}", img))
 		t.Logf("image %s: %s bytes", img, size)

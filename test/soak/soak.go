@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 )
 
@@ -422,20 +421,5 @@ func Build(ctx context.Context, dir string) error {
 // BuildClients compiles the e2e suite's Go client (goclient) and the
 // benchmark's load generator (imds-loadgen) into dir.
 func BuildClients(ctx context.Context, dir string) error {
-	root, err := podenv.ModuleRoot()
-	if err != nil {
-		return err
-	}
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = "/usr/local/go/bin/go"
-	}
-	args := []string{"build", "-trimpath", "-o", dir + "/", "./test/e2e/clients/goclient", "./test/bench/cmd/imds-loadgen"}
-	cmd := exec.CommandContext(ctx, goCmd, args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
+	return gobuild.Build(ctx, dir, "./test/e2e/clients/goclient", "./test/bench/cmd/imds-loadgen")
 }
