@@ -43,7 +43,11 @@ func TestSplitRule(t *testing.T) {
 }
 
 func TestRuleStringRoundTrip(t *testing.T) {
-	for _, r := range append([]Rule{Plan(defaultConfig()).Jump}, Plan(defaultConfig()).Rules...) {
+	var rules []Rule
+	for _, t := range Plan(defaultConfig()).Tables {
+		rules = append(append(rules, t.Jump), t.Rules...)
+	}
+	for _, r := range rules {
 		args, err := splitRule(r.String())
 		if err != nil {
 			t.Fatalf("splitRule(%q): %v", r.String(), err)

@@ -497,7 +497,7 @@ echo "BYPASS rc=$?"`},
 		Name:            rulesName,
 		Image:           im.init,
 		ImagePullPolicy: corev1.PullNever,
-		Command:         []string{"sh", "-c", `/proxy-init --check; echo "CHECK rc=$?"; iptables-save -t nat`},
+		Command:         []string{"sh", "-c", `/proxy-init --check; echo "CHECK rc=$?"; iptables-save -t filter; iptables-save -t nat`},
 		SecurityContext: loRoot,
 	}
 	p.Spec.Containers = []corev1.Container{emulator, proxy, client, bypass, rules}
@@ -609,25 +609,45 @@ func TestPodManual(t *testing.T) {
 	t.Logf("azwi-proxy log:\n%s", logs("azwi-proxy"))
 }
 
-// checkRules: azwi-proxy-init's rules are in place in the pod (--check), the
-// jump to our chain is first in OUTPUT, the proxy UID is exempted and the
-// rest is redirected to the proxy port.
+// checkRules: azwi-proxy-init's rules are in place in the pod (--check). In
+// nat, the jump to our chain is first in OUTPUT, the proxy UID is exempted
+// and the rest is redirected to the proxy port; in filter, the guard's jump
+// is first in OUTPUT, the proxy UID passes and every other connection to
+// the metadata address that was not redirected is refused.
 func checkRules(t *testing.T, out string) {
 	t.Helper()
 	ie := imageEnv(t)
 	if !strings.Contains(out, "CHECK rc=0\n") {
 		t.Errorf("proxy-init --check in the pod failed:\n%s", out)
 	}
-	first := regexp.MustCompile(`(?m)^-A OUTPUT .*$`).FindString(out)
-	if !regexp.MustCompile(`^-A OUTPUT -d 169\.254\.169\.254/32 -p tcp -m tcp --dport 80 .*-j IMDS_PROXY_OUTPUT$`).MatchString(first) {
-		t.Errorf("first OUTPUT rule %q, want the jump for 169.254.169.254:80 to IMDS_PROXY_OUTPUT:\n%s", first, out)
+	tests := []struct {
+		table string
+		jump  string // the first OUTPUT rule's target
+		rules []string
+	}{
+		{"nat", "IMDS_PROXY_OUTPUT", []string{
+			`(?m)^-A IMDS_PROXY_OUTPUT -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j ACCEPT$`,
+			`(?m)^-A IMDS_PROXY_REDIRECT -p tcp .*-j REDIRECT --to-ports ` + ie["PROXY_PORT"] + `$`,
+		}},
+		{"filter", "IMDS_PROXY_GUARD", []string{
+			`(?m)^-A IMDS_PROXY_GUARD -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j RETURN$`,
+			`(?m)^-A IMDS_PROXY_GUARD -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN .*-j REJECT --reject-with tcp-reset$`,
+		}},
 	}
-	for _, re := range []string{
-		`(?m)^-A IMDS_PROXY_OUTPUT -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j ACCEPT$`,
-		`(?m)^-A IMDS_PROXY_REDIRECT -p tcp .*-j REDIRECT --to-ports ` + ie["PROXY_PORT"] + `$`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out) {
-			t.Errorf("iptables-save -t nat in the pod lacks /%s/:\n%s", re, out)
+	for _, tt := range tests {
+		m := regexp.MustCompile(`(?ms)^\*` + tt.table + `\n(.*?)^COMMIT$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("iptables-save in the pod lacks the %s table:\n%s", tt.table, out)
+			continue
+		}
+		first := regexp.MustCompile(`(?m)^-A OUTPUT .*$`).FindString(m[1])
+		if !regexp.MustCompile(`^-A OUTPUT -d 169\.254\.169\.254/32 -p tcp -m tcp --dport 80 .*-j ` + tt.jump + `$`).MatchString(first) {
+			t.Errorf("first %s OUTPUT rule %q, want the jump for 169.254.169.254:80 to %s:\n%s", tt.table, first, tt.jump, out)
+		}
+		for _, re := range tt.rules {
+			if !regexp.MustCompile(re).MatchString(m[1]) {
+				t.Errorf("iptables-save -t %s in the pod lacks /%s/:\n%s", tt.table, re, out)
+			}
 		}
 	}
 }

@@ -188,11 +188,11 @@ type soak struct {
 }
 
 // imdsRefusedRecently reports whether the node's IMDS refuses connections
-// now or did within escapeWindow.
+// now or did within refusalWindow.
 func (s *soak) imdsRefusedRecently() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.imdsRefusing || time.Since(s.imdsRefusedUntil) < escapeWindow
+	return s.imdsRefusing || time.Since(s.imdsRefusedUntil) < refusalWindow
 }
 
 func (s *soak) run(ctx context.Context) error {
@@ -206,6 +206,9 @@ func (s *soak) run(ctx context.Context) error {
 		return err
 	}
 	s.addSATokenSecret(string(sa))
+	if err := s.watchEscapes(ctx); err != nil {
+		return err
+	}
 	if err := s.checkHotToken(ctx); err != nil {
 		return fmt.Errorf("first token: %w", err)
 	}
@@ -286,6 +289,9 @@ func (s *soak) run(ctx context.Context) error {
 		s.rep.fail("the proxy did not survive: pid %d at the start, now %d (%v)", pid, now, err)
 	}
 	s.judge()
+	if err := s.judgeEscapes(ctx); err != nil {
+		return err
+	}
 	if err := s.scanLogs(ctx); err != nil {
 		return err
 	}
