@@ -10,6 +10,6 @@
 // this package never runs a command itself and tests can substitute a fake.
 //
 // Every rule lives in chains named with ChainPrefix; the built-in OUTPUT chain
-// of each table only receives a single jump, always at position 1. See
-// README.md in this directory for the invariants the code keeps.
+// of each table only receives a single jump, always at position 1. The
+// invariants the code keeps, and why, are in docs/iptables.md.
 package iptables

@@ -1,36 +1,14 @@
 package iptables
 
 import (
-	"flag"
 	"maps"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imds-proxy/imds-proxy/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
-
-// golden compares got with testdata/name.golden, or rewrites the file when the
-// test runs with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update to create it): %v", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (run with -update if the change is intended)\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
-}
 
 func defaultConfig() Config {
 	return Config{
@@ -57,7 +35,7 @@ func TestPlanGolden(t *testing.T) {
 			if err := tt.cfg.Validate(); err != nil {
 				t.Fatalf("Validate() = %v, want nil", err)
 			}
-			golden(t, tt.name, Plan(tt.cfg).String())
+			golden.Check(t, tt.name+".golden", Plan(tt.cfg).String())
 		})
 	}
 }

@@ -142,15 +142,15 @@ func writeTerminationLog(path string, err error) {
 	if path == "" {
 		return
 	}
-	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0) //nolint:gosec // G304: --termination-log, the operator's path
 	if ferr != nil {
 		return
 	}
 	defer f.Close()
 	line := "proxy-init: " + strings.Join(strings.Fields(err.Error()), " ")
-	const max = 4000 // kubelet keeps at most 4096 bytes
-	if len(line) > max {
-		line = strings.ToValidUTF8(line[:max], "")
+	const maxLine = 4000 // kubelet keeps at most 4096 bytes
+	if len(line) > maxLine {
+		line = strings.ToValidUTF8(line[:maxLine], "")
 	}
 	_, _ = io.WriteString(f, line+"\n")
 }
