@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X github.com/imds-proxy/imds-proxy/pkg/version.Version=$(VERSI
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 ROOT := $(if $(filter 0,$(shell id -u)),,sudo env "PATH=$(PATH)" KEEP=$(KEEP))
 
-.PHONY: all build deps kubebin test test-k8s unit e2e sandbox bench soak fuzz images images-local fmt vet clean
+.PHONY: all build deps kubebin test test-k8s unit e2e sandbox bench soak fuzz images images-local fmt vet lint clean
 
 all: build
 
@@ -30,10 +30,11 @@ deps:
 kubebin: deps
 	$(ROOT) ./test/kubebin/build.sh >/dev/null
 
-## test: formatting, vet, and every test with the race detector, as root:
-## unit, real-kernel iptables, e2e with real SDK clients, the podman pod run,
-## the tests against a real kube-apiserver and on a real kubelet node.
-test: deps fmt vet kubebin
+## test: formatting, vet and the linter first (cheap failures), then every
+## test with the race detector, as root: unit, real-kernel iptables, e2e with
+## real SDK clients, the podman pod run, the tests against a real
+## kube-apiserver and on a real kubelet node.
+test: fmt vet lint deps kubebin
 	$(ROOT) $(GO) test -race -count=1 -timeout 25m ./...
 
 ## test-k8s: only the tests against a real kube-apiserver and etcd, and on
@@ -99,6 +100,13 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+
+## lint: golangci-lint with .golangci.yml (the standard set, errorlint, gosec,
+## misspell, revive, and the layering rules of docs/architecture.md as
+## depguard and forbidigo rules), at the version hack/tools.sh pins; built
+## on first use into ~/.cache/imds-proxy/tools (about 1.5 minutes), no root.
+lint:
+	@lint=$$(GO='$(GO)' ./hack/tools.sh golangci-lint) && "$$lint" run ./...
 
 clean:
 	rm -rf bin out

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 )
 
 // The webhook's container names (the same in v1.4 to v1.6), and the token
@@ -860,15 +863,11 @@ func TestBinaryDefaults(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(strings.TrimPrefix(tc.pkg, "./"), func(t *testing.T) {
-			if m, _ := filepath.Glob(filepath.Join("..", tc.pkg, "*.go")); len(m) == 0 {
-				t.Skipf("%s has no Go files yet", tc.pkg)
+			dir := t.TempDir()
+			if err := gobuild.Build(context.Background(), dir, tc.pkg); err != nil {
+				t.Fatal(err)
 			}
-			bin := filepath.Join(t.TempDir(), "bin")
-			build := exec.Command("go", "build", "-o", bin, tc.pkg)
-			build.Dir = ".."
-			if out, err := build.CombinedOutput(); err != nil {
-				t.Fatalf("go build %s: %v\n%s", tc.pkg, err, out)
-			}
+			bin := filepath.Join(dir, filepath.Base(tc.pkg))
 			out, err := exec.Command(bin, "--help").CombinedOutput()
 			if err != nil {
 				t.Fatalf("%s --help: %v\n%s", tc.pkg, err, out)

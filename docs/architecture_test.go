@@ -1,6 +1,7 @@
 // Package docs holds the design documents of imds-proxy. Its tests keep
-// architecture.md true: the dependency table in it is parsed and checked
-// against the imports of every package of the module.
+// architecture.md true (the dependency table in it is parsed and checked
+// against the imports of every package of the module) and every file of the
+// repository self-contained: none cites notes that are not in it.
 package docs
 
 import (

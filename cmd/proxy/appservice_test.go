@@ -4,12 +4,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
 )
@@ -28,35 +24,12 @@ func TestBinaryAppServiceEndpoint(t *testing.T) {
 		clientID = "33333333-3333-3333-3333-333333333333"
 		secret   = "7f3c9a1e5b2d8f4a6c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a"
 	)
-	emu, err := entraemu.Start(entraemu.Options{
+	emu, env, _ := emulatorEnv(t, entraemu.Options{
 		Tenant: tenant,
 		Apps: []entraemu.App{{ClientID: clientID,
 			Federations: []entraemu.Federation{{Subject: "system:serviceaccount:default:workload"}}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Close)
-	dir := t.TempDir()
-	sa, err := emu.MintServiceAccountToken("default", "workload", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := filepath.Join(dir, "azure-identity-token")
-	caFile := filepath.Join(dir, "ca.pem")
-	headerFile := filepath.Join(dir, "identity-header")
-	for path, content := range map[string]string{tokenFile: sa, caFile: string(emu.CACertPEM()), headerFile: secret + "\n"} {
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := []string{
-		"AZURE_TENANT_ID=" + tenant,
-		"AZURE_FEDERATED_TOKEN_FILE=" + tokenFile,
-		"AZURE_AUTHORITY_HOST=" + emu.AuthorityHost(),
-		"AZURE_CLIENT_ID=" + clientID,
-		"SSL_CERT_FILE=" + caFile,
-	}
+	}, clientID)
+	headerFile := writeFile(t, secret+"\n")
 	for _, tt := range []struct {
 		name, resource, from string
 		env                  []string
@@ -114,10 +87,7 @@ func TestBinaryAppServiceEndpoint(t *testing.T) {
 				t.Errorf("wrong secret = %d %v", status, m)
 			}
 
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			if code := p.wait(t); code != 0 {
-				t.Fatalf("exit code = %d", code)
-			}
+			p.stop(t)
 			log := strings.Join(p.logLines(), "\n")
 			if strings.Contains(log, secret[:16]) || strings.Contains(log, access) {
 				t.Error("the proxy log carries the secret or a token")

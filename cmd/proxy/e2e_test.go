@@ -6,13 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
 )
@@ -30,7 +26,7 @@ func TestBinaryAgainstEmulator(t *testing.T) {
 		objectID = "22222222-2222-2222-2222-222222222222"
 	)
 	bin := binary(t)
-	emu, err := entraemu.Start(entraemu.Options{
+	emu, env, sa := emulatorEnv(t, entraemu.Options{
 		Tenant: tenant,
 		Apps: []entraemu.App{{
 			ClientID:    clientID,
@@ -38,32 +34,7 @@ func TestBinaryAgainstEmulator(t *testing.T) {
 			Federations: []entraemu.Federation{{Subject: "system:serviceaccount:default:workload"}},
 		}},
 		InvalidResources: []string{"https://invalid.example"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Close)
-	dir := t.TempDir()
-	sa, err := emu.MintServiceAccountToken("default", "workload", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := filepath.Join(dir, "azure-identity-token")
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(tokenFile, []byte(sa), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(caFile, emu.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{
-		"AZURE_TENANT_ID=" + tenant,
-		"AZURE_FEDERATED_TOKEN_FILE=" + tokenFile,
-		"AZURE_AUTHORITY_HOST=" + emu.AuthorityHost(),
-		"AZURE_CLIENT_ID=" + clientID,
-		// Go reads extra roots from SSL_CERT_FILE on Linux: the emulator's CA.
-		"SSL_CERT_FILE=" + caFile,
-	}
+	}, clientID)
 	p := start(t, env, "--proxy-port=0", "--log-level=debug", "--shutdown-delay=0s", "--warmup-resource=https://vault.azure.net")
 	addr := p.listenAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
@@ -131,10 +102,7 @@ func TestBinaryAgainstEmulator(t *testing.T) {
 		t.Errorf("invalid resource = %d %v", status, m)
 	}
 
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit code = %d", code)
-	}
+	p.stop(t)
 	log := strings.Join(p.logLines(), "\n")
 	if strings.Contains(log, access) || strings.Contains(log, sa) {
 		t.Error("the proxy log carries a token")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,12 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 )
 
 var (
@@ -38,14 +42,7 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "proxy")
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		out, err := exec.Command(goBin, "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = gobuild.Build(context.Background(), dir, "./cmd/proxy")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -149,6 +146,45 @@ func (p *proc) logLines() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.log...)
+}
+
+// stop sends the proxy SIGTERM, as the kubelet does, and fails t unless it
+// exits 0.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit code = %d", code)
+	}
+}
+
+// emulatorEnv starts the Entra emulator with opts, mints a projected
+// token for system:serviceaccount:default:workload into a file, and
+// returns the emulator, the environment the webhook gives the proxy for
+// clientID (with the emulator's CA trusted) and the projected token. The
+// emulator is closed when t ends.
+func emulatorEnv(t *testing.T, opts entraemu.Options, clientID string) (emu *entraemu.Emulator, env []string, projected string) {
+	t.Helper()
+	emu, err := entraemu.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Close)
+	sa, err := emu.MintServiceAccountToken("default", "workload", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = []string{
+		"AZURE_TENANT_ID=" + opts.Tenant,
+		"AZURE_FEDERATED_TOKEN_FILE=" + writeFile(t, sa),
+		"AZURE_AUTHORITY_HOST=" + emu.AuthorityHost(),
+		"AZURE_CLIENT_ID=" + clientID,
+		// Go reads extra roots from SSL_CERT_FILE on Linux: the emulator's CA.
+		"SSL_CERT_FILE=" + writeFile(t, string(emu.CACertPEM())),
+	}
+	return emu, env, sa
 }
 
 // writeFile writes content to a new file and returns its path.
@@ -288,10 +324,7 @@ func TestBinaryProbe(t *testing.T) {
 	if !strings.Contains(string(out), "skipping the warm-up") {
 		t.Errorf("probe output: %s", out)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit code = %d", code)
-	}
+	p.stop(t)
 }
 
 // TestBinarySingleDashOptions runs the sidecar and its postStart hook as a
@@ -311,10 +344,7 @@ func TestBinarySingleDashOptions(t *testing.T) {
 	if !strings.Contains(string(out), "skipping the warm-up") {
 		t.Errorf("probe output: %s", out)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit code = %d", code)
-	}
+	p.stop(t)
 	log := strings.Join(p.logLines(), "\n")
 	if !strings.Contains(log, `"msg":"ignoring unknown flag","flag":"-from-a-newer-webhook"`) {
 		t.Errorf("log lacks the unknown option:\n%s", log)

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/imds-proxy/imds-proxy/internal/podenv"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 )
 
 // Names of the binaries in the directory Build returns.
@@ -25,19 +25,17 @@ const (
 // k8s.io/kubernetes that test/kubebin/go.mod pins into a cache outside the repository ($IMDS_PROXY_CACHE, default
 // /var/cache/imds-proxy), and returns that directory. A warm cache costs a
 // hash and a stat; a cold one several minutes and about 2 GB of memory.
-// The script's progress lines go to progress (may be nil). It uses the go
-// command on PATH, else /usr/local/go/bin/go.
+// The script's progress lines go to progress (may be nil). It runs the go
+// command gobuild.GoCommand finds.
 func Build(ctx context.Context, progress io.Writer) (string, error) {
-	root, err := podenv.ModuleRoot()
+	root, err := gobuild.ModuleRoot()
 	if err != nil {
 		return "", err
 	}
 	script := filepath.Join(root, "test", "kubebin", "build.sh")
 	cmd := exec.CommandContext(ctx, "bash", script)
-	cmd.Env = os.Environ()
-	if _, err := exec.LookPath("go"); err != nil {
-		cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH")+string(os.PathListSeparator)+"/usr/local/go/bin")
-	}
+	// The script runs go from PATH: put the one gobuild finds first.
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(gobuild.GoCommand())+string(os.PathListSeparator)+os.Getenv("PATH"))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr

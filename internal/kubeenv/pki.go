@@ -1,17 +1,15 @@
 package kubeenv
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"time"
+
+	"github.com/imds-proxy/imds-proxy/internal/testca"
 )
 
 // certValidity bounds the generated certificates; no test run outlives it.
@@ -32,52 +30,19 @@ var servingNames = []string{
 	"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
 }
 
-// newCredentials generates an ECDSA P-256 CA, a serving certificate for
-// servingNames and 127.0.0.1, and an RSA 2048 service-account signing key
-// (RSA, because issuers federated with Entra sign with RS256).
+// newCredentials generates a CA, a serving certificate for servingNames
+// and 127.0.0.1, and an RSA 2048 service-account signing key (RSA, because
+// issuers federated with Entra sign with RS256).
 func newCredentials() (*credentials, error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "imds-proxy kubeenv CA", Organization: []string{"imds-proxy tests"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("create CA certificate: %w", err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
+	ca, err := testca.New("imds-proxy kubeenv CA", certValidity)
 	if err != nil {
 		return nil, err
 	}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serving, err := ca.Issue(servingNames, []net.IP{net.ParseIP(BindAddress)})
 	if err != nil {
-		return nil, fmt.Errorf("generate serving key: %w", err)
+		return nil, err
 	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: Host},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(certValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     servingNames,
-		IPAddresses:  []net.IP{net.ParseIP(BindAddress)},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("create serving certificate: %w", err)
-	}
-	srvKeyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
+	servingPEM, servingKeyPEM, err := testca.PEM(serving)
 	if err != nil {
 		return nil, err
 	}
@@ -90,20 +55,9 @@ func newCredentials() (*credentials, error) {
 		return nil, err
 	}
 	return &credentials{
-		caPEM:         pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		servingPEM:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		servingKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: srvKeyDER}),
+		caPEM:         ca.CertPEM(),
+		servingPEM:    servingPEM,
+		servingKeyPEM: servingKeyPEM,
 		saKeyPEM:      pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: saDER}),
 	}, nil
-}
-
-// serial returns a random 128-bit certificate serial number.
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		// crypto/rand does not fail on Linux; a fixed serial would still
-		// make a valid certificate.
-		return big.NewInt(1)
-	}
-	return n
 }

@@ -2,46 +2,24 @@ package kubenode
 
 import (
 	"encoding/json"
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/imds-proxy/imds-proxy/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./internal/kubenode -run %s -update)", err, t.Name())
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from %s (go test -update rewrites it):\n%s", name, path, got)
-	}
-}
 
 var testLayout = newLayout("/tmp/imdsp-4242-node-1")
 
 // TestConfigGolden: the files the node writes, byte for byte.
 func TestConfigGolden(t *testing.T) {
 	subnet := netip.MustParsePrefix("169.254.200.0/24")
-	golden(t, "containerd.toml", containerdConfig(testLayout, "localhost/imds-proxy-k8s/pause:t1"))
-	golden(t, "cni.conflist", cniConfig(testLayout, subnet, netip.MustParseAddr("169.254.200.1")))
-	golden(t, "kubelet.yaml", kubeletConfig(testLayout, "/imdsp-4242-node-1"))
-	golden(t, "kubelet.args", strings.Join(kubeletArgs(testLayout, "imds-proxy-node", "/tmp/imdsp-4242-kube-1/kubeconfig"), "\n")+"\n")
+	golden.Check(t, "containerd.toml", containerdConfig(testLayout, "localhost/imds-proxy-k8s/pause:t1"))
+	golden.Check(t, "cni.conflist", cniConfig(testLayout, subnet, netip.MustParseAddr("169.254.200.1")))
+	golden.Check(t, "kubelet.yaml", kubeletConfig(testLayout, "/imdsp-4242-node-1"))
+	golden.Check(t, "kubelet.args", strings.Join(kubeletArgs(testLayout, "imds-proxy-node", "/tmp/imdsp-4242-kube-1/kubeconfig"), "\n")+"\n")
 }
 
 // TestConfigParses: the rendered YAML and JSON parse, so a quoting mistake

@@ -1,18 +1,15 @@
 package kubenode
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
+	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
 )
 
 // childEnv makes the test binary run TestHelperNode as a child that starts
@@ -24,27 +21,21 @@ const childEnv = "KUBENODE_TEST_NODE_INFO"
 type nodeInfo struct {
 	// PIDs are containerd's, the kubelet's and those of the pod's
 	// containers (sandbox, sidecar, main): what must not outlive the node.
-	PIDs   []int  `json:"pids"`
-	Netns  string `json:"netns"`
-	Dir    string `json:"dir"`
-	Cgroup string `json:"cgroup"`
+	PIDs   map[string]int `json:"pids"`
+	Netns  string         `json:"netns"`
+	Dir    string         `json:"dir"`
+	Cgroup string         `json:"cgroup"`
 }
 
 func TestHelperNode(t *testing.T) {
-	out := os.Getenv(childEnv)
-	if out == "" {
-		t.Skip("helper for TestInterruptedNode and TestKilledNode")
-	}
+	report := podenvtest.ChildReport(t, childEnv)
 	n, ns, _ := startPausePod(t)
 	containerd, kubelet := n.Pids()
-	info := nodeInfo{PIDs: append([]int{containerd, kubelet}, cgroupPids(n.cgroupFS, n.cgroup)...), Netns: ns, Dir: n.Dir, Cgroup: n.cgroup}
-	b, _ := json.Marshal(info)
-	if err := os.WriteFile(out+".tmp", b, 0o600); err != nil {
-		t.Fatal(err)
+	pids := map[string]int{"containerd": containerd, "kubelet": kubelet}
+	for i, pid := range cgroupPids(n.cgroupFS, n.cgroup) {
+		pids[fmt.Sprintf("pod process %d", i+1)] = pid
 	}
-	if err := os.Rename(out+".tmp", out); err != nil {
-		t.Fatal(err)
-	}
+	podenvtest.WriteReport(t, report, nodeInfo{PIDs: pids, Netns: ns, Dir: n.Dir, Cgroup: n.cgroup})
 	time.Sleep(5 * time.Minute) // the parent interrupts or kills us
 }
 
@@ -54,54 +45,19 @@ func startChildNode(t *testing.T) (*exec.Cmd, nodeInfo) {
 	t.Helper()
 	skipUnlessNode(t)
 	kubeletBin(t) // build (or find) the kubelet here, not in the child
-	info := filepath.Join(t.TempDir(), "node.json")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperNode$", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"="+info)
-	var out safeBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	var ni nodeInfo
+	cmd := podenvtest.StartChild(t, "TestHelperNode", childEnv, &ni, CleanStale, podenv.CleanStale)
+	// containerd, the kubelet, the sandbox, the sidecar and main.
+	if len(ni.PIDs) != 5 {
+		t.Fatalf("child reported pids %v, want 5", ni.PIDs)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		_ = CleanStale()
-		_ = podenv.CleanStale()
-	})
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		b, err := os.ReadFile(info)
-		if err == nil {
-			var ni nodeInfo
-			if err := json.Unmarshal(b, &ni); err != nil {
-				t.Fatal(err)
-			}
-			// containerd, the kubelet, the sandbox, the sidecar and main.
-			if len(ni.PIDs) != 5 {
-				t.Fatalf("child reported pids %v, want 5", ni.PIDs)
-			}
-			return cmd, ni
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child node not running its pod in 3 minutes:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return cmd, ni
 }
 
 // wantNodeGone asserts that nothing of the child's node is left: no
 // process, cgroup, namespace or directory.
 func wantNodeGone(t *testing.T, ni nodeInfo) {
 	t.Helper()
-	for _, pid := range ni.PIDs {
-		deadline := time.Now().Add(10 * time.Second)
-		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("pid %d still runs", pid)
-		}
-	}
 	mounts, err := hostCgroupMounts()
 	if err != nil {
 		t.Fatal(err)
@@ -110,11 +66,7 @@ func wantNodeGone(t *testing.T, ni nodeInfo) {
 	for _, m := range mounts {
 		paths = append(paths, filepath.Join(m, ni.Cgroup))
 	}
-	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil {
-			t.Errorf("%s left behind", p)
-		}
-	}
+	podenvtest.WantGone(t, ni.PIDs, paths...)
 }
 
 // TestInterruptedNode: Ctrl-C (SIGINT) during a test run stops the node's
@@ -140,11 +92,7 @@ func TestKilledNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	for _, pid := range ni.PIDs {
-		if err := syscall.Kill(pid, 0); err != nil {
-			t.Fatalf("pid %d died with the test binary (%v); the cleanup below would prove nothing", pid, err)
-		}
-	}
+	podenvtest.WantRunning(t, ni.PIDs)
 	if err := CleanStale(); err != nil {
 		t.Fatal(err)
 	}
@@ -152,23 +100,4 @@ func TestKilledNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantNodeGone(t, ni)
-}
-
-// safeBuffer is a bytes.Buffer safe for exec's writer goroutine and a
-// reader.
-type safeBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *safeBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *safeBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

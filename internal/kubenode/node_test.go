@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/kubeenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
@@ -56,7 +57,7 @@ func kubeletBin(t *testing.T) string {
 // nothing lands in the host's image storage).
 func pauseArchive(t *testing.T, ref string) string {
 	t.Helper()
-	root, err := podenv.ModuleRoot()
+	root, err := gobuild.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,14 +67,16 @@ func pauseArchive(t *testing.T, ref string) string {
 		t.Helper()
 		cmd := exec.Command(name, args...)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "CONTAINERS_CONF="+filepath.Join(root, "build/containers.conf"))
+		cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(root, "build/containers.conf"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 		}
 		return strings.TrimSpace(string(out))
 	}
-	run("go", "build", "-trimpath", "-o", bin, "./test/podman/pause")
+	if err := gobuild.Build(context.Background(), dir, "./test/podman/pause"); err != nil {
+		t.Fatal(err)
+	}
 	c := run("buildah", "from", "scratch")
 	run("buildah", "copy", "--quiet", "--chmod", "0555", c, bin, "/pause")
 	run("buildah", "config", "--entrypoint", `["/pause"]`, c)

@@ -487,9 +487,9 @@ func tail(path string) string {
 	if err != nil {
 		return ""
 	}
-	const max = 4000
-	if len(b) > max {
-		b = b[len(b)-max:]
+	const keep = 4000
+	if len(b) > keep {
+		b = b[len(b)-keep:]
 	}
 	return string(b)
 }

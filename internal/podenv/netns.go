@@ -245,11 +245,20 @@ func processAlive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
-// inNetns runs fn on an OS thread switched into the named network namespace.
-// Sockets fn creates (net.Listen, net.Dial) belong to that namespace for
-// their whole life, whichever thread later uses them. fn runs on a goroutine
-// of its own; if the thread cannot be switched back it is thrown away.
-func inNetns(name string, fn func() error) error {
+// inNetns runs fn on an OS thread switched into the named network namespace
+// (InNetns without a UID).
+func inNetns(name string, fn func() error) error { return InNetns(name, -1, fn) }
+
+// InNetns runs fn on an OS thread switched into the named network namespace
+// (a name under /run/netns). Sockets fn creates (net.Listen, net.Dial)
+// belong to that namespace for their whole life, whichever thread later
+// uses them, so the caller never leaves the host namespace and no process
+// is started. When fsuid >= 0 the thread also takes it as its filesystem
+// UID while fn runs, which the kernel records as the owner of the sockets
+// it creates: that is what iptables' -m owner --uid-owner matches. fn runs
+// on a goroutine of its own; the thread is switched back afterwards, and
+// one that cannot be is never unlocked, so the Go runtime discards it.
+func InNetns(name string, fsuid int, fn func() error) error {
 	target, err := os.Open(filepath.Join(netnsDir, name))
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", name, err)
@@ -270,7 +279,23 @@ func inNetns(name string, fn func() error) error {
 			done <- fmt.Errorf("setns %s: %w", name, err)
 			return
 		}
-		ferr := fn()
+		var ferr error
+		if fsuid >= 0 {
+			prev, _ := unix.SetfsuidRetUid(fsuid)
+			if cur, _ := unix.SetfsuidRetUid(-1); cur != fsuid {
+				ferr = fmt.Errorf("setfsuid(%d) left fsuid %d", fsuid, cur)
+			} else {
+				ferr = fn()
+			}
+			_, _ = unix.SetfsuidRetUid(prev)
+			if cur, _ := unix.SetfsuidRetUid(-1); cur != prev {
+				// Leave the thread locked: it ends with this goroutine.
+				done <- errors.Join(ferr, fmt.Errorf("setfsuid back to %d left %d", prev, cur))
+				return
+			}
+		} else {
+			ferr = fn()
+		}
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 			// Leave the thread locked: it ends with this goroutine.
 			done <- errors.Join(ferr, fmt.Errorf("setns back: %w", err))

@@ -2,6 +2,8 @@ package podenv
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,4 +153,63 @@ func TestStaleName(t *testing.T) {
 			t.Errorf("StaleName(%q) = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestInNetns: a socket made inside InNetns lives in that namespace (the
+// host has no such listener), and with a filesystem UID the kernel records
+// it as that UID's, the owner iptables' -m owner matches.
+func TestInNetns(t *testing.T) {
+	skipUnlessRoot(t)
+	ns, err := NewNetns(context.Background(), "innetns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = DeleteNetns(ns) })
+	if err := run(context.Background(), "ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []int{-1, 1000} {
+		var ln net.Listener
+		var table string
+		err := InNetns(ns, uid, func() error {
+			var err error
+			if ln, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+				return err
+			}
+			b, err := os.ReadFile("/proc/thread-self/net/tcp")
+			table = string(b)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("uid %d: %v", uid, err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		wantUID := max(uid, 0)
+		if owner, ok := tcpListenerUID(table, port); !ok || owner != wantUID {
+			t.Errorf("uid %d: listener on port %d owned by %d (found %v) in the namespace's table:\n%s", uid, port, owner, ok, table)
+		}
+		host, err := os.ReadFile("/proc/thread-self/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := tcpListenerUID(string(host), port); ok {
+			t.Errorf("uid %d: the host namespace has the listener on port %d", uid, port)
+		}
+		ln.Close()
+	}
+}
+
+// tcpListenerUID finds the listening socket on 127.0.0.1:port in a
+// /proc/net/tcp table and returns its owner.
+func tcpListenerUID(table string, port int) (int, bool) {
+	local := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(table, "\n")[1:] {
+		f := strings.Fields(line)
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
+		if len(f) > 7 && f[1] == local && f[3] == "0A" {
+			uid, err := strconv.Atoi(f[7])
+			return uid, err == nil
+		}
+	}
+	return 0, false
 }

@@ -127,8 +127,7 @@ func ParseMetrics(r io.Reader) (Metrics, error) {
 		}
 		// The series may hold spaces inside quoted label values; the value
 		// follows the closing brace, or the name when there are no labels.
-		rest := line
-		series := ""
+		var series, rest string
 		if i := strings.LastIndexByte(line, '}'); i >= 0 {
 			series, rest = line[:i+1], line[i+1:]
 		} else {

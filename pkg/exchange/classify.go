@@ -291,7 +291,9 @@ func redactErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if r, ok := err.(*redactedError); ok {
+	// Only err itself: a wrapper around a redacted error has text of its
+	// own that still needs redacting.
+	if r, ok := err.(*redactedError); ok { //nolint:errorlint // err itself, above
 		return r
 	}
 	var cause error

@@ -189,7 +189,7 @@ func TestFromMSALError(t *testing.T) {
 		t.Errorf("decode error keeps the token: %s", got)
 	}
 	tf := tokenFileError("/f", errors.New("gone"))
-	if got := fromMSALError(fmt.Errorf("x: %w", tf)); got != tf {
+	if got := fromMSALError(fmt.Errorf("x: %w", tf)); got != tf { //nolint:errorlint // the very value, not a wrapper of it
 		t.Errorf("token file error = %v", got)
 	}
 }

@@ -30,7 +30,7 @@ func ExampleNew() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go src.Run(ctx)
+	go func() { _ = src.Run(ctx) }()
 	_, ok := src.SoonestExpiry()
 	fmt.Println("cached tokens:", ok)
 	// Output: cached tokens: false

@@ -41,8 +41,8 @@ type foldedFailure struct {
 	suppressed int
 }
 
-func newFailureLog(log logr.Logger, interval time.Duration, max int) *failureLog {
-	return &failureLog{log: log, interval: interval, max: max, keys: make(map[cacheKey]*foldedFailure)}
+func newFailureLog(log logr.Logger, interval time.Duration, maxKeys int) *failureLog {
+	return &failureLog{log: log, interval: interval, max: maxKeys, keys: make(map[cacheKey]*foldedFailure)}
 }
 
 // failed logs, or folds, the failure of an exchange for k at now. Raw

@@ -64,8 +64,8 @@ func TestRepeatedFailuresLoggedOncePerInterval(t *testing.T) {
 	}
 
 	h.clock.Advance(failureLogInterval / 2) // the interval is over
-	h.token(defaultReq(vault))
-	h.token(defaultReq(vault))
+	_, _ = h.token(defaultReq(vault))
+	_, _ = h.token(defaultReq(vault))
 	want.Suppressed = 99
 	got := lines()
 	if len(got) != 2 || got[1] != want {
@@ -80,12 +80,12 @@ func TestFailureLogKeysAndKinds(t *testing.T) {
 	lines := h.captureFailures()
 	fail := upstream(503, "down")
 	h.acq.respond = func(n int, c call) (acquired, error) { return acquired{}, fail }
-	h.token(defaultReq(vault))
-	h.token(defaultReq(vault))
-	h.token(defaultReq("https://storage.azure.com")) // another scope
-	h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
+	_, _ = h.token(defaultReq(vault))
+	_, _ = h.token(defaultReq(vault))
+	_, _ = h.token(defaultReq("https://storage.azure.com")) // another scope
+	_, _ = h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
 	fail = upstream(429, aadstsBody("temporarily_unavailable", 90055, "slow down"), "Retry-After", "1")
-	h.token(defaultReq(vault)) // another kind of failure: logged
+	_, _ = h.token(defaultReq(vault)) // another kind of failure: logged
 	want := []failureLine{
 		{ClientID: clientA, Scope: vaultSc, Reason: "unavailable"},
 		{ClientID: clientA, Scope: "https://storage.azure.com/.default", Reason: "unavailable"},

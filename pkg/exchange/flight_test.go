@@ -137,7 +137,7 @@ func TestQueuedCallerLeaves(t *testing.T) {
 func TestQueuedFlightKeptWhileOneWaits(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxConcurrentExchanges = 1 })
 	h.acq.block = make(chan struct{})
-	go h.src.Token(context.Background(), defaultReq("https://r0"))
+	go func() { _, _ = h.src.Token(context.Background(), defaultReq("https://r0")) }()
 	waitFor(t, "the first exchange in flight", func() bool { return h.acq.count() == 1 })
 
 	k := keyFor("https://r1")
@@ -183,7 +183,7 @@ func TestQueuedFlightKeptWhileOneWaits(t *testing.T) {
 func TestQueueBoundedByExchangeTimeout(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxConcurrentExchanges = 1; c.ExchangeTimeout = 200 * time.Millisecond })
 	h.acq.hold = make(chan struct{}) // the first exchange holds its slot past any deadline
-	go h.src.Token(context.Background(), defaultReq("https://r0"))
+	go func() { _, _ = h.src.Token(context.Background(), defaultReq("https://r0")) }()
 	waitFor(t, "the first exchange in flight", func() bool { return h.acq.count() == 1 })
 
 	_, err := h.src.Token(context.Background(), defaultReq("https://r1"))

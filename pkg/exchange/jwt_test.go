@@ -255,11 +255,13 @@ func TestReadProjectedToken(t *testing.T) {
 	}
 
 	empty := filepath.Join(dir, "empty")
-	os.WriteFile(empty, []byte(" \n"), 0o600)
 	big := filepath.Join(dir, "big")
-	os.WriteFile(big, []byte(strings.Repeat("a", maxTokenFileSize+1)), 0o600)
 	garbage := filepath.Join(dir, "garbage")
-	os.WriteFile(garbage, []byte("not-a-jwt"), 0o600)
+	for p, content := range map[string]string{empty: " \n", big: strings.Repeat("a", maxTokenFileSize+1), garbage: "not-a-jwt"} {
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, p := range []string{filepath.Join(dir, "missing"), empty, big, dir} {
 		_, err := ReadProjectedToken(p)
 		var xe *Error

@@ -57,15 +57,15 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 	h.src.round(ctx)
 	h.mustToken(Request{Identity: Selector{Kind: SelectObjectID, Value: "o-" + clientA}, Resource: vault})
 	step = 1
-	h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
+	_, _ = h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
 	step = 2
 	h.clock.Advance(25 * time.Minute) // below the floor: stale path
-	h.token(defaultReq(vault))
+	_, _ = h.token(defaultReq(vault))
 	step = 3
-	h.token(defaultReq("https://other"))
+	_, _ = h.token(defaultReq("https://other"))
 	h.src.round(ctx)
 	writeSAToken(t, h.file, "system:serviceaccount:default:rotated", t0.Add(3*time.Hour))
-	h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
+	_, _ = h.token(Request{Identity: Selector{Kind: SelectClientID, Value: clientB}, Resource: vault})
 
 	logs := buf.String()
 	if !strings.Contains(logs, "AADSTS70021") || !strings.Contains(logs, "exchanged token") || !strings.Contains(logs, "[REDACTED]") {

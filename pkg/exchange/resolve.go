@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -35,7 +36,10 @@ func (s *Source) resolveAndToken(ctx context.Context, req Request, scope string)
 		}
 		tok, err := s.token(ctx, c, scope, Request{Identity: Selector{Kind: SelectClientID, Value: c}, Resource: req.Resource}, true)
 		if err != nil {
-			xerr := err.(*Error)
+			var xerr *Error
+			if !errors.As(err, &xerr) {
+				return Token{}, err
+			}
 			if !permanent(xerr) && xerr.Reason != ReasonAssertionRejected {
 				transient = xerr
 			}

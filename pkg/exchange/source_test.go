@@ -366,7 +366,7 @@ func TestNegativeCacheAndTokenFileChange(t *testing.T) {
 	}
 	// Expired after NegativeTTL.
 	h.clock.Advance(time.Second)
-	h.token(defaultReq(vault))
+	_, _ = h.token(defaultReq(vault))
 	if h.acq.count() != 2 {
 		t.Fatalf("exchanges = %d, want 2 after the TTL", h.acq.count())
 	}
@@ -682,10 +682,10 @@ func TestNegativeCacheBounded(t *testing.T) {
 		return acquired{}, upstream(400, aadstsBody("invalid_resource", 500011, "no"))
 	}
 	for i := range 3 {
-		h.token(defaultReq(fmt.Sprintf("https://bad%d", i)))
+		_, _ = h.token(defaultReq(fmt.Sprintf("https://bad%d", i)))
 	}
-	h.clock.Advance(DefaultNegativeTTL) // all three expired
-	h.token(defaultReq("https://bad3")) // purges the expired ones
+	h.clock.Advance(DefaultNegativeTTL)        // all three expired
+	_, _ = h.token(defaultReq("https://bad3")) // purges the expired ones
 	h.src.cache.mu.Lock()
 	n := len(h.src.cache.negative)
 	h.src.cache.mu.Unlock()
@@ -693,7 +693,7 @@ func TestNegativeCacheBounded(t *testing.T) {
 		t.Fatalf("negative entries = %d, want 1", n)
 	}
 	for i := 4; i < 7; i++ {
-		h.token(defaultReq(fmt.Sprintf("https://bad%d", i)))
+		_, _ = h.token(defaultReq(fmt.Sprintf("https://bad%d", i)))
 	}
 	h.src.cache.mu.Lock()
 	n = len(h.src.cache.negative)

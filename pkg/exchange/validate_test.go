@@ -224,8 +224,8 @@ func fieldErrors(t *testing.T, err error) []*FieldError {
 	}
 	var out []*FieldError
 	for _, e := range joined.Unwrap() {
-		fe, ok := e.(*FieldError)
-		if !ok {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
 			t.Fatalf("Validate joined a %T: %v", e, e)
 		}
 		out = append(out, fe)

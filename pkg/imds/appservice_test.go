@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/imds-proxy/imds-proxy/internal/golden"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
 
@@ -184,16 +185,7 @@ func TestAppServiceRefusesBodiesAndUpgrades(t *testing.T) {
 			c := dialRaw(t, addr)
 			c.send(append([]string{tt.method + " " + tt.target + " HTTP/1.1", "Host: 127.0.0.1"}, tt.head...), tt.body)
 			got := c.reply(tt.method, replyWait)
-			assertJSONReply(t, got, tt.status, tt.want)
-			if got.header.Get("Allow") != tt.allow {
-				t.Errorf("Allow = %q; want %q", got.header.Get("Allow"), tt.allow)
-			}
-			if !got.close {
-				t.Error("reply without Connection: close")
-			}
-			if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
-				t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
-			}
+			assertClosingRefusal(t, c, got, tt.status, tt.want, tt.allow)
 		})
 	}
 	t.Cleanup(func() {
@@ -267,7 +259,7 @@ func TestAppServiceTokenSuccess(t *testing.T) {
 			if got.status != 200 {
 				t.Fatalf("status = %d %s", got.status, got.body)
 			}
-			golden(t, tt.golden, got.body)
+			golden.Check(t, tt.golden, got.body)
 			if ct := got.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 				t.Errorf("Content-Type = %q", ct)
 			}

@@ -225,6 +225,30 @@ func (c *rawConn) closedWithin(wait time.Duration) (closed bool, rest string) {
 	return true, string(b)
 }
 
+// trickle writes chunk to c every interval, as a slow client does, until
+// a write fails or t ends.
+func trickle(t *testing.T, c *rawConn, every time.Duration, chunk string) {
+	t.Helper()
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := io.WriteString(c, chunk); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-trickled })
+}
+
 func TestRefusesUpgradesAndConnect(t *testing.T) {
 	t.Parallel()
 	upstream := newTunnelIMDS(t, false)
@@ -273,16 +297,7 @@ func TestRefusesUpgradesAndConnect(t *testing.T) {
 			c := dialRaw(t, addr)
 			c.send(append([]string{tt.method + " " + tt.target + " HTTP/1.1", host, md}, tt.headers...), "")
 			got := c.reply(tt.method, 5*time.Second)
-			assertJSONReply(t, got, tt.status, tt.body)
-			if got.header.Get("Allow") != tt.allow {
-				t.Errorf("Allow = %q; want %q", got.header.Get("Allow"), tt.allow)
-			}
-			if !got.close {
-				t.Error("reply without Connection: close")
-			}
-			if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
-				t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
-			}
+			assertClosingRefusal(t, c, got, tt.status, tt.body, tt.allow)
 		})
 	}
 	t.Cleanup(func() {
@@ -409,13 +424,7 @@ func TestRefusesDeclaredBodies(t *testing.T) {
 			c := dialRaw(t, addr)
 			c.send(append([]string{tt.method + " " + tt.target + " " + tt.proto, "Host: 169.254.169.254"}, tt.head...), tt.body)
 			got := c.reply(tt.method, replyWait)
-			assertJSONReply(t, got, 400, bodyBody)
-			if !got.close {
-				t.Error("reply without Connection: close")
-			}
-			if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
-				t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
-			}
+			assertClosingRefusal(t, c, got, 400, bodyBody, "")
 		})
 	}
 	t.Cleanup(func() {
@@ -482,24 +491,7 @@ func TestDeclaredBodyDoesNotHoldTheDrain(t *testing.T) {
 	c.send([]string{"GET /metadata/identity/oauth2/token" + okQuery + " HTTP/1.1", "Host: 169.254.169.254", "Metadata: true",
 		"Content-Length: 1000"}, "")
 	assertJSONReply(t, c.reply("GET", replyWait), 400, bodyBody)
-	stop := make(chan struct{})
-	trickled := make(chan struct{})
-	go func() {
-		defer close(trickled)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := c.Write([]byte("x")); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-trickled })
+	trickle(t, c, 20*time.Millisecond, "x")
 
 	cancel() // SIGTERM; the shutdown delay is over at once
 	select {
@@ -524,37 +516,11 @@ func TestDeclaredBodyDoesNotHoldTheDrain(t *testing.T) {
 func TestTrickledHeaderIsCut(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestServer(t, testConfig(""), &fakeSource{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	c := dialRaw(t, ln.Addr().String())
+	c := dialRaw(t, serveLoopback(t, s))
 	if _, err := io.WriteString(c, "GET /readyz HTTP/1.1\r\nHost: 169.254.169.254\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	trickled := make(chan struct{})
-	go func() {
-		defer close(trickled)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := io.WriteString(c, "X-Trickle: 1\r\n"); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-trickled })
+	trickle(t, c, 100*time.Millisecond, "X-Trickle: 1\r\n")
 	// The header read timeout is 5 s; the deadline here is generous.
 	if closed, rest := c.closedWithin(20 * time.Second); !closed || rest != "" {
 		t.Errorf("trickled header: closed=%v, got %q", closed, rest)

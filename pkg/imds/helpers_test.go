@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,8 +19,6 @@ import (
 
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // fixedNow is the clock of every test: 2023-11-14T22:13:20Z.
 var fixedNow = time.Unix(1700000000, 0).UTC()
@@ -133,6 +128,27 @@ func newTestServer(t *testing.T, cfg Config, src TokenSource) (*Server, *prometh
 	return s, reg
 }
 
+// serveLoopback runs s.Serve, the proxy's own serving loop, on a fresh
+// 127.0.0.1 listener and returns its address. When t ends it stops the
+// loop as SIGTERM does and fails t unless Serve returns nil.
+func serveLoopback(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
 // serve runs s.Handler on an httptest server on 127.0.0.1, with the
 // http.Server settings of the proxy's own listener.
 func serve(t *testing.T, s *Server) *httptest.Server {
@@ -204,24 +220,6 @@ func rawRequest(t *testing.T, addr, method, target string, headers ...string) ra
 }
 
 func hostOf(hs *httptest.Server) string { return strings.TrimPrefix(hs.URL, "http://") }
-
-// golden compares got with testdata/name, rewriting the file with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s mismatch:\n got: %s\nwant: %s", name, got, want)
-	}
-}
 
 func testLogger(t *testing.T) logr.Logger { return testr.New(t) }
 

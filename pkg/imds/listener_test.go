@@ -1,7 +1,6 @@
 package imds
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -17,15 +16,7 @@ func TestServeCapsConnections(t *testing.T) {
 	cfg := testConfig("")
 	cfg.MaxConnections = 2
 	s, _ := newTestServer(t, cfg, &fakeSource{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	addr := ln.Addr().String()
+	addr := serveLoopback(t, s)
 	readyz := []string{"GET /readyz HTTP/1.1", "Host: 169.254.169.254"}
 
 	// Two keep-alive connections, each answered once and then idle.
@@ -78,7 +69,7 @@ func TestLimitListener(t *testing.T) {
 		t.Fatalf("CloseWrite: %v", err)
 	}
 	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+	if n, err := client.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
 		t.Fatalf("client read after CloseWrite = %d, %v; want EOF", n, err)
 	}
 	if _, err := io.WriteString(client, "still open"); err != nil {
@@ -145,19 +136,12 @@ func wait[T any](t *testing.T, c <-chan T) T {
 func TestHeaderCap(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestServer(t, testConfig(""), &fakeSource{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	addr := serveLoopback(t, s)
 	for _, tt := range []struct {
 		size   int
 		status int
 	}{{12 << 10, 200}, {24 << 10, 431}} {
-		c := dialRaw(t, ln.Addr().String())
+		c := dialRaw(t, addr)
 		c.send([]string{"GET /readyz HTTP/1.1", "Host: 169.254.169.254", "X-Big: " + strings.Repeat("a", tt.size)}, "")
 		if got := c.reply("GET", replyWait); got.status != tt.status {
 			t.Errorf("%d-byte header: status %d; want %d", tt.size, got.status, tt.status)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/imds-proxy/imds-proxy/internal/golden"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
 
@@ -50,6 +51,24 @@ func assertJSONReply(t *testing.T, got rawResponse, status int, body string) {
 	}
 	if got.chunked || got.contentLength != int64(len(body)) {
 		t.Errorf("chunked=%v Content-Length=%d; want %d, not chunked", got.chunked, got.contentLength, len(body))
+	}
+}
+
+// assertClosingRefusal checks a refusal that ends the connection: the
+// JSON reply (assertJSONReply) with the Allow header allow (none when
+// empty), marked Connection: close, and c closed after it with nothing
+// more sent.
+func assertClosingRefusal(t *testing.T, c *rawConn, got rawResponse, status int, body, allow string) {
+	t.Helper()
+	assertJSONReply(t, got, status, body)
+	if got.header.Get("Allow") != allow {
+		t.Errorf("Allow = %q; want %q", got.header.Get("Allow"), allow)
+	}
+	if !got.close {
+		t.Error("reply without Connection: close")
+	}
+	if closed, rest := c.closedWithin(5 * time.Second); !closed || rest != "" {
+		t.Errorf("after the refusal: closed=%v, then %q", closed, rest)
 	}
 }
 
@@ -190,7 +209,7 @@ func TestTokenSuccess(t *testing.T) {
 			if got.status != 200 {
 				t.Fatalf("status = %d %s", got.status, got.body)
 			}
-			golden(t, tt.golden, got.body)
+			golden.Check(t, tt.golden, got.body)
 			if ct := got.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 				t.Errorf("Content-Type = %q", ct)
 			}

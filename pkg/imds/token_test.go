@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/imds-proxy/imds-proxy/internal/golden"
 	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
 
@@ -46,7 +47,7 @@ func TestTokenBodyGolden(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
 			got := string(appendTokenBody(nil, &tt.tok, tt.resource, fixedNow, tt.p))
-			golden(t, tt.golden, got)
+			golden.Check(t, tt.golden, got)
 			// Every value is a string, no error or scope key, and the
 			// resource comes back verbatim.
 			var m map[string]any

@@ -1,7 +1,6 @@
 package iptables
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -42,36 +41,31 @@ func (e *DriftError) Error() string {
 }
 
 // Apply makes the kernel hold exactly rs. When Check finds everything in place
-// it changes nothing. Otherwise it creates or flushes our chains, refills
-// them, makes sure the jump from BuiltinChain exists once and first, and
-// verifies the result with Check. It stops at the first failed step and
-// returns that step's error.
+// it changes nothing. Otherwise, table by table in rs's order and only for
+// the tables that differ from the plan, it creates or flushes our chains,
+// refills them, and makes sure the jump from BuiltinChain exists once and
+// first; then it verifies the result with Check. It stops at the first
+// failed step and returns that step's error.
 func Apply(log logr.Logger, a Applier, rs Ruleset) error {
-	err := Check(a, rs)
-	var drift *DriftError
-	switch {
-	case err == nil:
+	var drifted []TableRules
+	for _, t := range rs.Tables {
+		problems, err := checkTable(a, t)
+		if err != nil {
+			return err
+		}
+		if len(problems) > 0 {
+			log.V(1).Info("rules differ from the plan; rebuilding", "table", t.Table, "problems", problems)
+			drifted = append(drifted, t)
+		}
+	}
+	if len(drifted) == 0 {
 		log.Info("rules already in place; nothing to change")
 		return nil
-	case errors.As(err, &drift):
-		log.V(1).Info("rules differ from the plan; rebuilding", "problems", drift.Problems)
-	default:
-		return err
 	}
-	for _, chain := range rs.Chains {
-		log.V(1).Info("creating or flushing chain", "table", Table, "chain", chain)
-		if err := a.ClearChain(Table, chain); err != nil {
-			return fmt.Errorf("creating or flushing chain %s: %w", chain, err)
+	for _, t := range drifted {
+		if err := rebuild(log, a, t); err != nil {
+			return err
 		}
-	}
-	for _, r := range rs.Rules {
-		log.V(1).Info("appending rule", "table", Table, "rule", r.String())
-		if err := a.Append(Table, r.Chain, r.Spec()...); err != nil {
-			return fmt.Errorf("appending %q: %w", r.String(), err)
-		}
-	}
-	if err := ensureJump(log, a, rs); err != nil {
-		return err
 	}
 	if err := Check(a, rs); err != nil {
 		return fmt.Errorf("verifying the applied rules: %w", err)
@@ -79,65 +73,58 @@ func Apply(log logr.Logger, a Applier, rs Ruleset) error {
 	return nil
 }
 
-// ensureJump leaves exactly one jump, rs.Jump, at position 1 of BuiltinChain.
+// rebuild creates or flushes t's chains, refills them and puts the jump in
+// place.
+func rebuild(log logr.Logger, a Applier, t TableRules) error {
+	for _, chain := range t.Chains {
+		log.V(1).Info("creating or flushing chain", "table", t.Table, "chain", chain)
+		if err := a.ClearChain(t.Table, chain); err != nil {
+			return fmt.Errorf("creating or flushing chain %s: %w", chain, err)
+		}
+	}
+	for _, r := range t.Rules {
+		log.V(1).Info("appending rule", "table", t.Table, "rule", r.String())
+		if err := a.Append(t.Table, r.Chain, r.Spec()...); err != nil {
+			return fmt.Errorf("appending %q: %w", r.String(), err)
+		}
+	}
+	return ensureJump(log, a, t)
+}
+
+// ensureJump leaves exactly one jump, t.Jump, at position 1 of BuiltinChain.
 // A jump that is already exact and first is kept; any other jump into our
-// chains is removed before rs.Jump is inserted.
-func ensureJump(log logr.Logger, a Applier, rs Ruleset) error {
-	jumps, err := listJumps(a, rs)
+// chains is removed before t.Jump is inserted.
+func ensureJump(log logr.Logger, a Applier, t TableRules) error {
+	jumps, err := listJumps(a, t)
 	if err != nil {
 		return err
 	}
-	want := rs.Jump.String()
+	want := t.Jump.String()
 	if len(jumps) == 1 && jumps[0].pos == 1 && jumps[0].rule == want {
-		log.V(1).Info("jump already in place", "table", Table, "chain", BuiltinChain, "rule", want)
+		log.V(1).Info("jump already in place", "table", t.Table, "chain", BuiltinChain, "rule", want)
 		return nil
 	}
-	if err := deleteJumps(log, a, jumps); err != nil {
+	if err := deleteJumps(log, a, t, jumps); err != nil {
 		return err
 	}
-	log.V(1).Info("inserting jump at position 1", "table", Table, "chain", BuiltinChain, "rule", want)
-	if err := a.Insert(Table, BuiltinChain, 1, rs.Jump.Spec()...); err != nil {
-		return fmt.Errorf("inserting %q at position 1: %w", want, err)
+	log.V(1).Info("inserting jump at position 1", "table", t.Table, "chain", BuiltinChain, "rule", want)
+	if err := a.Insert(t.Table, BuiltinChain, 1, t.Jump.Spec()...); err != nil {
+		return fmt.Errorf("inserting %q at position 1 of %s: %w", want, t.builtin(), err)
 	}
 	return nil
 }
 
 // Check compares the kernel's rules with rs and returns a *DriftError listing
-// every difference, or another error when the rules cannot be read.
+// every difference, table by table in rs's order, or another error when the
+// rules cannot be read.
 func Check(a Applier, rs Ruleset) error {
 	var problems []string
-	for _, chain := range rs.Chains {
-		ok, err := a.ChainExists(Table, chain)
+	for _, t := range rs.Tables {
+		p, err := checkTable(a, t)
 		if err != nil {
-			return fmt.Errorf("looking up chain %s: %w", chain, err)
+			return err
 		}
-		if !ok {
-			problems = append(problems, fmt.Sprintf("chain %s does not exist", chain))
-			continue
-		}
-		lines, err := a.List(Table, chain)
-		if err != nil {
-			return fmt.Errorf("listing chain %s: %w", chain, err)
-		}
-		problems = append(problems, diffRules(chain, ruleLines(lines), rs.ChainRules(chain))...)
-	}
-	jumps, err := listJumps(a, rs)
-	if err != nil {
-		return err
-	}
-	want := rs.Jump.String()
-	switch {
-	case len(jumps) == 0:
-		problems = append(problems, fmt.Sprintf("chain %s has no jump to %s", BuiltinChain, rs.Jump.Target[len(rs.Jump.Target)-1]))
-	case len(jumps) > 1:
-		problems = append(problems, fmt.Sprintf("chain %s has %d jumps into our chains (at positions %s), want exactly one",
-			BuiltinChain, len(jumps), positions(jumps)))
-	case jumps[0].rule != want:
-		problems = append(problems, fmt.Sprintf("the jump in chain %s is [%s], want [%s]", BuiltinChain, jumps[0].rule, want))
-	}
-	if len(jumps) > 0 && jumps[0].pos != 1 {
-		problems = append(problems, fmt.Sprintf("our jump is not first in chain %s: it is at position %d, behind [%s]",
-			BuiltinChain, jumps[0].pos, jumps[0].first))
+		problems = append(problems, p...)
 	}
 	if len(problems) > 0 {
 		return &DriftError{Problems: problems}
@@ -145,20 +132,73 @@ func Check(a Applier, rs Ruleset) error {
 	return nil
 }
 
-// Cleanup removes every jump from BuiltinChain into our chains, then flushes
-// and deletes our chains. Rules and chains of others are left alone; running it
-// when nothing of ours exists succeeds without changes.
+// checkTable describes, one sentence each, how the kernel's rules in t's
+// table differ from t.
+func checkTable(a Applier, t TableRules) ([]string, error) {
+	var problems []string
+	for _, chain := range t.Chains {
+		ok, err := a.ChainExists(t.Table, chain)
+		if err != nil {
+			return nil, fmt.Errorf("looking up chain %s: %w", chain, err)
+		}
+		if !ok {
+			problems = append(problems, fmt.Sprintf("chain %s does not exist", chain))
+			continue
+		}
+		lines, err := a.List(t.Table, chain)
+		if err != nil {
+			return nil, fmt.Errorf("listing chain %s: %w", chain, err)
+		}
+		problems = append(problems, diffRules(chain, ruleLines(lines), t.ChainRules(chain))...)
+	}
+	jumps, err := listJumps(a, t)
+	if err != nil {
+		return nil, err
+	}
+	want := t.Jump.String()
+	switch {
+	case len(jumps) == 0:
+		problems = append(problems, fmt.Sprintf("%s has no jump to %s", t.builtin(), t.Jump.Target[len(t.Jump.Target)-1]))
+	case len(jumps) > 1:
+		problems = append(problems, fmt.Sprintf("%s has %d jumps into our chains (at positions %s), want exactly one",
+			t.builtin(), len(jumps), positions(jumps)))
+	case jumps[0].rule != want:
+		problems = append(problems, fmt.Sprintf("the jump in %s is [%s], want [%s]", t.builtin(), jumps[0].rule, want))
+	}
+	if len(jumps) > 0 && jumps[0].pos != 1 {
+		problems = append(problems, fmt.Sprintf("our jump is not first in %s: it is at position %d, behind [%s]",
+			t.builtin(), jumps[0].pos, jumps[0].first))
+	}
+	return problems, nil
+}
+
+// Cleanup removes, table by table in the reverse of rs's order (the
+// redirect before the guard, so an interrupted cleanup leaves a pod that
+// refuses metadata connections), every jump from BuiltinChain into our
+// chains, then flushes and deletes our chains. Rules and chains of others
+// are left alone; running it when nothing of ours exists succeeds without
+// changes.
 func Cleanup(log logr.Logger, a Applier, rs Ruleset) error {
-	jumps, err := listJumps(a, rs)
+	for i := len(rs.Tables) - 1; i >= 0; i-- {
+		if err := cleanupTable(log, a, rs.Tables[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cleanupTable removes our jumps and chains from t's table.
+func cleanupTable(log logr.Logger, a Applier, t TableRules) error {
+	jumps, err := listJumps(a, t)
 	if err != nil {
 		return err
 	}
-	if err := deleteJumps(log, a, jumps); err != nil {
+	if err := deleteJumps(log, a, t, jumps); err != nil {
 		return err
 	}
 	var present []string
-	for _, chain := range rs.Chains {
-		ok, err := a.ChainExists(Table, chain)
+	for _, chain := range t.Chains {
+		ok, err := a.ChainExists(t.Table, chain)
 		if err != nil {
 			return fmt.Errorf("looking up chain %s: %w", chain, err)
 		}
@@ -168,14 +208,14 @@ func Cleanup(log logr.Logger, a Applier, rs Ruleset) error {
 	}
 	// Flush all before deleting any: our chains may reference each other.
 	for _, chain := range present {
-		log.V(1).Info("flushing chain", "table", Table, "chain", chain)
-		if err := a.ClearChain(Table, chain); err != nil {
+		log.V(1).Info("flushing chain", "table", t.Table, "chain", chain)
+		if err := a.ClearChain(t.Table, chain); err != nil {
 			return fmt.Errorf("flushing chain %s: %w", chain, err)
 		}
 	}
 	for _, chain := range present {
-		log.V(1).Info("deleting chain", "table", Table, "chain", chain)
-		if err := a.DeleteChain(Table, chain); err != nil {
+		log.V(1).Info("deleting chain", "table", t.Table, "chain", chain)
+		if err := a.DeleteChain(t.Table, chain); err != nil {
 			return fmt.Errorf("deleting chain %s: %w", chain, err)
 		}
 	}
@@ -189,25 +229,26 @@ type jump struct {
 	first string // the rule at position 1 of BuiltinChain
 }
 
-// listJumps returns the jumps from BuiltinChain into rs's chains, in order.
-func listJumps(a Applier, rs Ruleset) ([]jump, error) {
-	lines, err := a.List(Table, BuiltinChain)
+// listJumps returns the jumps from BuiltinChain of t's table into t's
+// chains, in order.
+func listJumps(a Applier, t TableRules) ([]jump, error) {
+	lines, err := a.List(t.Table, BuiltinChain)
 	if err != nil {
-		return nil, fmt.Errorf("listing chain %s: %w", BuiltinChain, err)
+		return nil, fmt.Errorf("listing %s: %w", t.builtin(), err)
 	}
-	return findJumps(ruleLines(lines), rs)
+	return findJumps(ruleLines(lines), t)
 }
 
 // findJumps picks the rules among rules (the -A lines of BuiltinChain) whose
-// target is one of rs's chains or whose comment carries CommentPrefix.
-func findJumps(rules []string, rs Ruleset) ([]jump, error) {
+// target is one of t's chains or whose comment carries CommentPrefix.
+func findJumps(rules []string, t TableRules) ([]jump, error) {
 	var out []jump
 	for i, line := range rules {
 		args, err := splitRule(line)
 		if err != nil {
-			return nil, fmt.Errorf("parsing rule %d of chain %s %q: %w", i+1, BuiltinChain, line, err)
+			return nil, fmt.Errorf("parsing rule %d of %s %q: %w", i+1, t.builtin(), line, err)
 		}
-		if isOurs(args, rs) {
+		if isOurs(args, t) {
 			out = append(out, jump{pos: i + 1, rule: line, first: rules[0]})
 		}
 	}
@@ -215,9 +256,9 @@ func findJumps(rules []string, rs Ruleset) ([]jump, error) {
 }
 
 // isOurs reports whether a rule, split into arguments, jumps or goes to one of
-// rs's chains or carries our comment.
-func isOurs(args []string, rs Ruleset) bool {
-	if jumpsInto(args, rs) {
+// t's chains or carries our comment.
+func isOurs(args []string, t TableRules) bool {
+	if jumpsInto(args, t) {
 		return true
 	}
 	for i := 0; i+1 < len(args); i++ {
@@ -229,12 +270,12 @@ func isOurs(args []string, rs Ruleset) bool {
 }
 
 // jumpsInto reports whether a rule, split into arguments, jumps or goes to
-// one of rs's chains.
-func jumpsInto(args []string, rs Ruleset) bool {
+// one of t's chains.
+func jumpsInto(args []string, t TableRules) bool {
 	for i := 0; i+1 < len(args); i++ {
 		switch args[i] {
 		case "-j", "-g", "--jump", "--goto":
-			if rs.Owns(args[i+1]) {
+			if t.Owns(args[i+1]) {
 				return true
 			}
 		}
@@ -242,14 +283,14 @@ func jumpsInto(args []string, rs Ruleset) bool {
 	return false
 }
 
-// deleteJumps deletes jumps from the highest position down, so the positions
-// of the others stay valid.
-func deleteJumps(log logr.Logger, a Applier, jumps []jump) error {
+// deleteJumps deletes jumps from BuiltinChain of t's table, from the
+// highest position down, so the positions of the others stay valid.
+func deleteJumps(log logr.Logger, a Applier, t TableRules, jumps []jump) error {
 	for i := len(jumps) - 1; i >= 0; i-- {
 		j := jumps[i]
-		log.V(1).Info("deleting jump", "table", Table, "chain", BuiltinChain, "position", j.pos, "rule", j.rule)
-		if err := a.DeleteRule(Table, BuiltinChain, j.pos); err != nil {
-			return fmt.Errorf("deleting %q at position %d: %w", j.rule, j.pos, err)
+		log.V(1).Info("deleting jump", "table", t.Table, "chain", BuiltinChain, "position", j.pos, "rule", j.rule)
+		if err := a.DeleteRule(t.Table, BuiltinChain, j.pos); err != nil {
+			return fmt.Errorf("deleting %q at position %d of %s: %w", j.rule, j.pos, t.builtin(), err)
 		}
 	}
 	return nil

@@ -1,33 +1,14 @@
 package iptables
 
 import (
-	"flag"
+	"maps"
 	"net/netip"
-	"os"
-	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/imds-proxy/imds-proxy/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
-
-// golden compares got with testdata/name.golden, or rewrites the file when the
-// test runs with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update to create it): %v", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (run with -update if the change is intended)\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
-}
 
 func defaultConfig() Config {
 	return Config{
@@ -54,7 +35,7 @@ func TestPlanGolden(t *testing.T) {
 			if err := tt.cfg.Validate(); err != nil {
 				t.Fatalf("Validate() = %v, want nil", err)
 			}
-			golden(t, tt.name, Plan(tt.cfg).String())
+			golden.Check(t, tt.name+".golden", Plan(tt.cfg).String())
 		})
 	}
 }
@@ -64,21 +45,61 @@ func TestPlanIsDeterministicAndCommented(t *testing.T) {
 	if a, b := rs.String(), Plan(defaultConfig()).String(); a != b {
 		t.Fatalf("Plan is not deterministic:\n%s\n%s", a, b)
 	}
-	all := append([]Rule{rs.Jump}, rs.Rules...)
-	if len(all) != 4 {
-		t.Fatalf("plan has %d rules, want 4", len(all))
+	var tables []string
+	for _, tr := range rs.Tables {
+		tables = append(tables, tr.Table)
 	}
-	for _, r := range all {
-		if r.Purpose == "" {
-			t.Errorf("rule %q has no purpose", r.String())
+	// The guard is written first: see Plan.
+	if !slices.Equal(tables, []string{FilterTable, NATTable}) {
+		t.Fatalf("tables %q, want filter then nat", tables)
+	}
+	perChain := map[string]int{}
+	for _, tr := range rs.Tables {
+		if got := tr.ChainRules(BuiltinChain); got != nil {
+			t.Errorf("%s table: Rules contains rules for %s: %q; only Jump may go there", tr.Table, BuiltinChain, got)
+		}
+		if tr.Jump.Chain != BuiltinChain || !slices.Contains(tr.Chains, tr.Jump.Target[len(tr.Jump.Target)-1]) {
+			t.Errorf("%s table: jump %q does not lead from %s into our chains", tr.Table, tr.Jump.String(), BuiltinChain)
+		}
+		for _, r := range append([]Rule{tr.Jump}, tr.Rules...) {
+			if r.Purpose == "" {
+				t.Errorf("rule %q has no purpose", r.String())
+			}
+		}
+		for _, c := range tr.Chains {
+			if !strings.HasPrefix(c, ChainPrefix) {
+				t.Errorf("chain %s lacks the prefix %s", c, ChainPrefix)
+			}
+			perChain[c] = len(tr.ChainRules(c))
 		}
 	}
-	if got := rs.ChainRules(BuiltinChain); got != nil {
-		t.Errorf("Rules contains rules for %s: %q; only Jump may go there", BuiltinChain, got)
+	want := map[string]int{GuardChain: 2, OutputChain: 2, RedirectChain: 1}
+	if !maps.Equal(perChain, want) {
+		t.Errorf("rules per chain %v, want %v", perChain, want)
 	}
-	if len(rs.ChainRules(OutputChain)) != 2 || len(rs.ChainRules(RedirectChain)) != 1 {
-		t.Errorf("rules per chain: %s=%d %s=%d, want 2 and 1",
-			OutputChain, len(rs.ChainRules(OutputChain)), RedirectChain, len(rs.ChainRules(RedirectChain)))
+	if g, _ := rs.Table(FilterTable); !slices.Equal(g.Jump.Match, metadataMatch(defaultConfig())) {
+		t.Errorf("the guard's jump matches %q, want the metadata destination as the nat jump does", g.Jump.Match)
+	}
+}
+
+func TestRulesetLookups(t *testing.T) {
+	rs := Plan(defaultConfig())
+	for _, c := range []string{GuardChain, OutputChain, RedirectChain} {
+		if !rs.Owns(c) {
+			t.Errorf("Owns(%s) = false", c)
+		}
+	}
+	for _, c := range []string{"OUTPUT", "IMDS_PROXY_", "IMDS_PROXY_GUARD2", ""} {
+		if rs.Owns(c) {
+			t.Errorf("Owns(%q) = true", c)
+		}
+	}
+	g, ok := rs.Table(FilterTable)
+	if !ok || !g.Owns(GuardChain) || g.Owns(OutputChain) {
+		t.Errorf("Table(filter) = %+v, %v", g, ok)
+	}
+	if _, ok := rs.Table("mangle"); ok {
+		t.Error("Table(mangle) found a table we never touch")
 	}
 }
 

@@ -9,9 +9,10 @@ import (
 // operator reading iptables-save output can tell which tool owns a rule.
 const CommentPrefix = "imds-proxy: "
 
-// Rule is one rule appended to (or, for the jump, inserted into) a chain of the
-// nat table. Its fields are kept in the canonical order iptables -S prints, so
-// String matches the kernel's listing byte for byte and Check can compare text.
+// Rule is one rule appended to (or, for a jump, inserted into) a chain of one
+// of our tables. Its fields are kept in the canonical order iptables -S
+// prints, so String matches the kernel's listing byte for byte and Check can
+// compare text.
 type Rule struct {
 	// Chain is the chain the rule belongs to.
 	Chain string

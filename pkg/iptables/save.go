@@ -64,29 +64,31 @@ func Detect(nftSave, legacySave string) (Backend, string) {
 	return BackendNFT, describe + "; using nft"
 }
 
-// OwnRules filters the output of iptables-save to the lines that belong to rs:
-// the nat table header, our chains, their rules, the jumps into them, and
-// COMMIT. Counters are kept as printed. The result is empty when the dump has
-// no nat table.
+// OwnRules filters the output of iptables-save to the lines that belong to
+// rs: for each of our tables in the dump, its header, our chains, their
+// rules, the jumps into them, and COMMIT. Counters are kept as printed, and
+// the tables keep the dump's order. The result is empty when the dump holds
+// none of our tables.
 func OwnRules(save string, rs Ruleset) string {
 	var (
 		b     strings.Builder
-		inNat bool
+		table TableRules
+		in    bool // inside one of our tables
 	)
 	for _, line := range strings.Split(save, "\n") {
 		line = strings.TrimRight(line, "\r")
 		switch {
 		case strings.HasPrefix(line, "*"):
-			inNat = line == "*"+Table
-			if inNat {
+			table, in = rs.Table(line[1:])
+			if in {
 				b.WriteString(line + "\n")
 			}
-		case !inNat:
+		case !in:
 		case line == "COMMIT":
 			b.WriteString(line + "\n")
-			inNat = false
+			in = false
 		case strings.HasPrefix(line, ":"):
-			if f := strings.Fields(line[1:]); len(f) > 0 && rs.Owns(f[0]) {
+			if f := strings.Fields(line[1:]); len(f) > 0 && table.Owns(f[0]) {
 				b.WriteString(line + "\n")
 			}
 		case strings.HasPrefix(line, "-A "):
@@ -94,7 +96,7 @@ func OwnRules(save string, rs Ruleset) string {
 			if err != nil || len(args) < 2 {
 				continue
 			}
-			if rs.Owns(args[1]) || (args[1] == BuiltinChain && isOurs(args, rs)) {
+			if table.Owns(args[1]) || (args[1] == BuiltinChain && isOurs(args, table)) {
 				b.WriteString(line + "\n")
 			}
 		}
@@ -103,8 +105,8 @@ func OwnRules(save string, rs Ruleset) string {
 }
 
 // FoundIn reports whether an iptables-save dump holds any chain of rs or any
-// jump into one, so a caller can notice our rules in the backend it is not
-// using.
+// jump into one, in any of our tables, so a caller can notice our rules in
+// the backend it is not using.
 func (rs Ruleset) FoundIn(save string) bool {
 	for _, line := range strings.Split(OwnRules(save, rs), "\n") {
 		if strings.HasPrefix(line, ":") || strings.HasPrefix(line, "-A ") {
@@ -114,29 +116,31 @@ func (rs Ruleset) FoundIn(save string) bool {
 	return false
 }
 
-// ForeignJumps returns the rules of the nat table in an iptables-save dump
-// that jump or go to one of rs's chains from a chain that is neither ours
-// nor BuiltinChain (whose jumps into our chains Apply and Cleanup treat as
-// ours and replace). Such a rule keeps our chain from being deleted, and one
-// in a chain reached from another hook (POSTROUTING, say) makes the kernel
-// refuse our REDIRECT rule; the caller names them when a step fails.
+// ForeignJumps returns the rules of our tables in an iptables-save dump that
+// jump or go to one of our chains of that table from a chain that is
+// neither ours nor BuiltinChain (whose jumps into our chains Apply and
+// Cleanup treat as ours and replace). Such a rule keeps our chain from being
+// deleted, and one in a chain reached from another hook makes the kernel
+// refuse what our chain needs there (REDIRECT from nat POSTROUTING, the
+// owner match from filter INPUT); the caller names them when a step fails.
 func (rs Ruleset) ForeignJumps(save string) []string {
 	var (
 		out   []string
-		inNat bool
+		table TableRules
+		in    bool
 	)
 	for _, line := range strings.Split(save, "\n") {
 		line = strings.TrimRight(line, "\r")
 		switch {
 		case strings.HasPrefix(line, "*"):
-			inNat = line == "*"+Table
-		case !inNat || !strings.HasPrefix(line, "-A "):
+			table, in = rs.Table(line[1:])
+		case !in || !strings.HasPrefix(line, "-A "):
 		default:
 			args, err := splitRule(line)
-			if err != nil || len(args) < 2 || args[1] == BuiltinChain || rs.Owns(args[1]) {
+			if err != nil || len(args) < 2 || args[1] == BuiltinChain || table.Owns(args[1]) {
 				continue
 			}
-			if jumpsInto(args, rs) {
+			if jumpsInto(args, table) {
 				out = append(out, line)
 			}
 		}

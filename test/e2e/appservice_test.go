@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
 )
@@ -87,7 +88,7 @@ func checkNoRules(t *testing.T, env *podenv.Env) {
 // is refused; and the secret reaches no line of the proxy's log.
 func TestAppServiceClients(t *testing.T) {
 	podenvtest.SkipUnlessRoot(t)
-	root, err := podenv.ModuleRoot()
+	root, err := gobuild.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func TestAppServiceClients(t *testing.T) {
 	}
 
 	t.Run("Go", func(t *testing.T) {
-		bin := buildGoClient(t, root)
+		bin := buildGoClient(t)
 		for _, sc := range []clientScenario{
 			as(goScenario(bin, "azidentity/default", podIdentity, "azidentity", "-scope", "api://imds-e2e/as-go-azidentity-default/.default", "api://imds-e2e/as-go-azidentity-default")),
 			as(goScenario(bin, "azidentity/client-id", otherIdentity, "azidentity", "-client-id", otherIdentity.clientID, "-scope", "https://database.windows.net//.default", "https://database.windows.net/")),
@@ -226,13 +227,13 @@ func testIMDSOnlyClients(t *testing.T, env *podenv.Env, root string, vars []stri
 	}
 
 	t.Run("go-autorest adal", func(t *testing.T) {
-		bin := buildGoClient(t, root)
+		bin := buildGoClient(t)
 		runUntil(t, 30*time.Second, "go-autorest/adal", nil, bin, "adal", "-timeout", "5s", "-resource", "api://imds-e2e/as-adal")
 	})
 	t.Run("Azure CLI 2.45", func(t *testing.T) {
 		az, err := exec.LookPath("az")
 		if err != nil {
-			t.Skip("skipping the Azure CLI: az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
+			t.Fatal("az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
 		}
 		azNoTelemetry(t, env)
 		reqs := runUntil(t, 20*time.Second, "msrest_azure", nil, az, "login", "--identity", "--allow-no-subscriptions", "--only-show-errors")
@@ -243,7 +244,7 @@ func testIMDSOnlyClients(t *testing.T, env *podenv.Env, root string, vars []stri
 }
 
 // azNoTelemetry writes the Azure CLI's configuration for the client UID:
-// no telemetry upload and no survey.
+// no telemetry upload (a detached process at exit) and no survey.
 func azNoTelemetry(t *testing.T, env *podenv.Env) {
 	t.Helper()
 	home, err := env.Home(clientUID)
@@ -342,10 +343,6 @@ func checkAppServiceToken(t *testing.T, env *podenv.Env, r wireReply, id clientI
 // sees no token request.
 func TestAppServiceBesideRedirect(t *testing.T) {
 	podenvtest.SkipUnlessRoot(t)
-	root, err := podenv.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	secret := newIdentityHeader(t)
 	env := startAppServicePod(t, secret, true)
 	const resource = "https://vault.azure.net"
@@ -358,7 +355,7 @@ func TestAppServiceBesideRedirect(t *testing.T) {
 	}
 	wantCalls(t, env, podIdentity.clientID, resource, 1)
 
-	bin := buildGoClient(t, root)
+	bin := buildGoClient(t)
 	msal := goScenario(bin, "msal beside the redirect", otherIdentity, "msal", "-client-id", otherIdentity.clientID,
 		"-resource", "api://imds-e2e/beside-msal", "api://imds-e2e/beside-msal")
 	msal.env, msal.route = appServiceVars(secret), appServiceRoute

@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 	"github.com/imds-proxy/imds-proxy/internal/podenv/podenvtest"
+	"github.com/imds-proxy/imds-proxy/test/e2e/clients"
 )
 
 // The real SDK clients (docs/testbed.md), unchanged, run in the pod as an
@@ -67,19 +69,6 @@ var (
 	}
 )
 
-// clientResult is the JSON line every client program prints: a digest of
-// the token, never the token.
-type clientResult struct {
-	Client      string         `json:"client"`
-	Calls       int            `json:"calls"`
-	TokenSHA256 string         `json:"token_sha256"`
-	TokenLen    int            `json:"token_len"`
-	SameToken   bool           `json:"same_token"`
-	FromCache   *bool          `json:"from_cache"`
-	ExpiresOn   int64          `json:"expires_on"`
-	Claims      map[string]any `json:"claims"`
-}
-
 // clientScenario is one run of one client program.
 type clientScenario struct {
 	name string
@@ -107,7 +96,7 @@ type clientScenario struct {
 
 func TestClients(t *testing.T) {
 	podenvtest.SkipUnlessRoot(t)
-	root, err := podenv.ModuleRoot()
+	root, err := gobuild.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +109,7 @@ func TestClients(t *testing.T) {
 	})
 
 	t.Run("Go", func(t *testing.T) {
-		bin := buildGoClient(t, root)
+		bin := buildGoClient(t)
 		for _, sc := range []clientScenario{
 			goScenario(bin, "azidentity/default", podIdentity, "azidentity", "-scope", "https://graph.microsoft.com/.default", "https://graph.microsoft.com"),
 			goScenario(bin, "azidentity/client-id", otherIdentity, "azidentity", "-client-id", otherIdentity.clientID, "-scope", "https://database.windows.net//.default", "https://database.windows.net/"),
@@ -173,24 +162,17 @@ func TestClients(t *testing.T) {
 // buildGoClient compiles test/e2e/clients/goclient, once per test binary,
 // into podenvtest's shared binary directory (world-readable, since the
 // client runs as clientUID; removed by TestMain).
-func buildGoClient(t *testing.T, root string) string {
+func buildGoClient(t *testing.T) string {
 	t.Helper()
 	goClientOnce.Do(func() {
-		goCmd, err := exec.LookPath("go")
-		if err != nil {
-			goCmd = "/usr/local/go/bin/go"
-		}
-		bin := filepath.Join(podenvtest.BinDir(t), "goclient")
+		dir := podenvtest.BinDir(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-o", bin, "./test/e2e/clients/goclient")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			goClientOnce.err = fmt.Errorf("go build goclient: %w\n%s", err, out)
+		if err := gobuild.Build(ctx, dir, "./test/e2e/clients/goclient"); err != nil {
+			goClientOnce.err = err
 			return
 		}
-		goClientOnce.bin = bin
+		goClientOnce.bin = filepath.Join(dir, "goclient")
 	})
 	if goClientOnce.err != nil {
 		t.Fatal(goClientOnce.err)
@@ -219,17 +201,19 @@ func goScenario(bin, name string, id clientIdentity, args ...string) clientScena
 	}
 }
 
-// nodeClient returns node and the script, skipping when they are missing.
+// nodeClient returns node and the script. A missing one fails the test:
+// hack/install-deps.sh, which every make target that runs this suite runs
+// first, installs them, so a skip would only hide a broken install.
 func nodeClient(t *testing.T, root string) (node, script string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("skipping the Node clients: node is not installed (hack/install-deps.sh installs it)")
+		t.Fatal("node is not installed (hack/install-deps.sh installs it)")
 	}
 	dir := filepath.Join(root, "test", "e2e", "clients", "node")
 	for _, pkg := range []string{"@azure/identity", "@azure/msal-node"} {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
-			t.Skipf("skipping the Node clients: %s is not installed in %s (run hack/install-deps.sh, which runs npm ci there)", pkg, dir)
+			t.Fatalf("%s is not installed in %s (run hack/install-deps.sh, which runs npm ci there)", pkg, dir)
 		}
 	}
 	return node, filepath.Join(dir, "get-token.mjs")
@@ -252,13 +236,13 @@ func nodeScenario(node, script, name string, id clientIdentity, args ...string) 
 }
 
 // pythonClient returns Debian's python3 (not a pyenv shim on PATH: the
-// Debian package installs into its dist-packages) and the script, skipping
-// when python3-azure is missing.
+// Debian package installs into its dist-packages) and the script; a
+// missing python3-azure fails the test, as in nodeClient.
 func pythonClient(t *testing.T, root string) (py, script string) {
 	t.Helper()
 	py = "/usr/bin/python3"
 	if out, err := exec.Command(py, "-c", "import azure.identity").CombinedOutput(); err != nil {
-		t.Skipf("skipping the Python client: %s cannot import azure.identity (install the Debian package python3-azure: hack/install-deps.sh): %v\n%s", py, err, out)
+		t.Fatalf("%s cannot import azure.identity (install the Debian package python3-azure: hack/install-deps.sh): %v\n%s", py, err, out)
 	}
 	return py, filepath.Join(root, "test", "e2e", "clients", "python", "get_token.py")
 }
@@ -292,9 +276,9 @@ func runClientScenario(t *testing.T, env *podenv.Env, sc clientScenario) {
 	out := podenvtest.Output(t, env.PodCommand(ctx, clientUID, sc.env, sc.argv...))
 	after := proxyRequests(t, env, route)
 
-	var res clientResult
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &res); err != nil {
-		t.Fatalf("client output is not one JSON line: %v\n%s", err, out)
+	res, err := clients.ParseResult(out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("%s: token sha256 %s, %d bytes, aud %v, appid %v", res.Client, res.TokenSHA256, res.TokenLen, res.Claims["aud"], res.Claims["appid"])
 	checkClaims(t, env, res.Claims, sc.id, sc.resource)
@@ -457,25 +441,9 @@ type azAccount struct {
 func testAzureCLI(t *testing.T, env *podenv.Env) {
 	az, err := exec.LookPath("az")
 	if err != nil {
-		t.Skip("skipping the Azure CLI: az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
+		t.Fatal("az is not installed (install the Debian package azure-cli: hack/install-deps.sh)")
 	}
-	home, err := env.Home(clientUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// No telemetry upload (a detached process at exit) and no survey.
-	cfgDir := filepath.Join(home, ".azure")
-	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(cfgDir, "config"), []byte("[core]\ncollect_telemetry = no\nsurvey_message = no\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{cfgDir, filepath.Join(cfgDir, "config")} {
-		if err := os.Chown(p, clientUID, clientUID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	azNoTelemetry(t, env)
 	// requests trusts the emulator's CA through REQUESTS_CA_BUNDLE; the
 	// emulator's host name resolves through the pod's /etc/netns hosts.
 	azEnv := []string{"REQUESTS_CA_BUNDLE=" + env.CAFile}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -31,25 +30,17 @@ sys.stdin.read()
 // TestRedirectAfterNodeReset: a connection of the proxy's UID to the
 // node's metadata service that the node resets (the service restarts, or
 // drops it) leaves a closed conntrack entry without NAT in the pod for
-// about 10 s. An app connection from the same source port in that time must
-// still be redirected to the proxy; today its first packet matches that
-// entry instead of proxy-init's nat rules, and the app talks to the node's
-// real metadata service directly, where it could ask for the node's
-// identity. nat rules alone cannot prevent it: the packet never reaches
-// them. A rule outside the nat table can: a filter-table guard that refuses
-// TCP SYNs to the metadata address from any UID but the proxy's (a
-// redirected SYN no longer has that destination there) makes the app's
-// connection fail closed, and separate conntrack zones for the proxy's
-// connections would let it be redirected. proxy-init installs neither yet;
-// until it does, this test runs only with IMDS_PROXY_KNOWN_ISSUES=1, and
-// fails.
+// about 10 s. An app connection from the same source port in that time
+// matches that entry instead of proxy-init's nat rules (nat is consulted
+// only for a connection's first packet), so the redirect cannot take it.
+// proxy-init's guard in the filter table refuses it with a reset instead of
+// letting it reach the node's real metadata service, where it could ask
+// for the node's identity. Connections from any other port are redirected
+// as always, and so is the same port once the stale entry has expired.
 func TestRedirectAfterNodeReset(t *testing.T) {
-	if os.Getenv("IMDS_PROXY_KNOWN_ISSUES") == "" {
-		t.Skip("known issue: an app connection reusing the source port of a reset proxy connection escapes the redirect; set IMDS_PROXY_KNOWN_ISSUES=1 to run")
-	}
 	t.Parallel()
 	if _, err := exec.LookPath("ss"); err != nil {
-		t.Skip("ss (iproute2) is needed to reset the node's side of a connection")
+		t.Fatalf("ss (iproute2) is needed to reset the node's side of a connection: %v", err)
 	}
 	env := podenvtest.Start(t, podenv.Options{ClientID: podenv.DefaultClientID})
 	ctx := context.Background()
@@ -80,28 +71,74 @@ func TestRedirectAfterNodeReset(t *testing.T) {
 	}
 	stdin.Close()
 	_ = hold.Wait()
-	time.Sleep(100 * time.Millisecond)
 
+	// The precondition of the escape: the pod keeps the closed entry, with
+	// the metadata address as its reply source (no NAT), once the reset has
+	// arrived.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(staleEntry(t, env, port), " CLOSE "); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no closed conntrack entry for source port %d after the reset; the test cannot show the escape: %q", port, staleEntry(t, env, port))
+		}
+	}
+
+	// An app connection from that port: refused by the guard (curl's exit
+	// code 7, "couldn't connect"), nothing received.
+	var reply, stderr strings.Builder
 	cmd := env.PodCommand(ctx, appUID, nil, "curl", "-sS", "-i", "--local-port", strconv.Itoa(port), "--max-time", "10",
 		"-H", "Metadata: true", imdsBase+tokenPath(vault))
-	var reply strings.Builder
-	cmd.Stdout = &reply
+	cmd.Stdout, cmd.Stderr = &reply, &stderr
 	err = cmd.Run()
-	// The property: nothing but the proxy talks to the node's metadata
-	// service. The app itself may get its token through the proxy, or be
-	// refused (fail closed) until the stale entry expires.
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 || reply.Len() != 0 {
+		t.Errorf("curl from the stale entry's port: %v, reply %q, stderr %q; want exit 7 (connection refused) and no reply", err, reply.String(), stderr.String())
+	}
+	wantNoDirectIMDSRequests(t, env)
+
+	// Any other source port is redirected to the proxy at once.
+	want := wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant}
+	checkToken(t, curlIMDS(t, env, tokenPath(vault)), want)
+
+	// Once the stale entry has expired (10 s after the refusal, which
+	// renewed it), the same port is redirected too.
+	deadline := time.Now().Add(time.Minute)
+	for staleEntry(t, env, port) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the conntrack entry for source port %d did not expire within a minute", port)
+		}
+		time.Sleep(time.Second)
+	}
+	out := podenvtest.Output(t, env.PodCommand(ctx, appUID, nil, append(curlArgs(tokenPath(vault), "Metadata: true"), "--local-port", strconv.Itoa(port))...))
+	checkToken(t, parseWire(t, out), want)
+	wantCalls(t, env, podenv.DefaultClientID, vault, 1)
+	wantNoDirectIMDSRequests(t, env)
+}
+
+// staleEntry returns the pod's conntrack entry of a connection from port
+// to 169.254.169.254:80 whose replies come from that address (not
+// redirected), as /proc/net/nf_conntrack lists it, or "" when there is
+// none.
+func staleEntry(t *testing.T, env *podenv.Env, port int) string {
+	t.Helper()
+	out := podenvtest.Output(t, env.PodCommand(context.Background(), -1, nil, "cat", "/proc/net/nf_conntrack"))
+	p := strconv.Itoa(port)
+	orig := "src=" + podenv.PodAddr + " dst=" + podenv.MetadataAddr + " sport=" + p + " dport=80 "
+	reply := "src=" + podenv.MetadataAddr + " dst=" + podenv.PodAddr + " sport=80 dport=" + p + " "
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, orig) && strings.Contains(l, reply) {
+			return l
+		}
+	}
+	return ""
+}
+
+// wantNoDirectIMDSRequests asserts that nothing but the proxy talked to the
+// node's metadata service: every request it received carries the proxy's
+// hop marker.
+func wantNoDirectIMDSRequests(t *testing.T, env *podenv.Env) {
+	t.Helper()
 	for _, req := range env.IMDSRequests() {
 		if req.Header.Get("X-Imds-Proxy-Hop") == "" {
 			t.Errorf("the node's metadata service got %s from %s directly, not through the proxy", req.RequestURI, req.RemoteAddr)
 		}
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		checkToken(t, parseWire(t, reply.String()), wantToken{Resource: vault, ClientID: podenv.DefaultClientID, Tenant: env.Tenant})
-	case errors.As(err, &ee) && ee.ExitCode() == 7:
-		t.Logf("the app's connection was refused (fail closed)")
-	default:
-		t.Errorf("curl: %v", err)
 	}
 }

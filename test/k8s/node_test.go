@@ -22,6 +22,7 @@ import (
 	"github.com/imds-proxy/imds-proxy/internal/kubeenv"
 	"github.com/imds-proxy/imds-proxy/internal/kubenode"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
+	"github.com/imds-proxy/imds-proxy/pkg/iptables"
 )
 
 // TestNode runs the deploy/ pods on a real kubelet (internal/kubenode)
@@ -259,8 +260,14 @@ func testWebhookPod(t *testing.T, b *nodeBed) {
 			t.Errorf("the proxy's log holds a token: %.120s...", l)
 		}
 	}
-	if rules := strings.Join(kubenode.Texts(b.containerLog(t, &p, "azwi-proxy-init")), "\n"); !strings.Contains(rules, "-j IMDS_PROXY_OUTPUT") {
-		t.Errorf("azwi-proxy-init's log shows no rules:\n%s", rules)
+	// kubectl logs azwi-proxy-init: the rules it applied, both tables.
+	rulesLog := kubenode.Texts(b.containerLog(t, &p, "azwi-proxy-init"))
+	for _, tr := range iptables.Plan(iptables.Config{ProxyPort: 8000, ProxyUID: 1501, MetadataIP: iptables.DefaultMetadataIP, MetadataPort: 80}).Tables {
+		for _, r := range append([]iptables.Rule{tr.Jump}, tr.Rules...) {
+			if !slices.Contains(rulesLog, r.String()) {
+				t.Errorf("azwi-proxy-init's log lacks the %s rule %s:\n%s", tr.Table, r.String(), strings.Join(rulesLog, "\n"))
+			}
+		}
 	}
 }
 

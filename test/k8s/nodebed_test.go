@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -218,15 +217,15 @@ func (b *nodeBed) pod(t *testing.T, namespace, name string) corev1.Pod {
 // the test log.
 func dumpNodeLogs(t *testing.T, n *kubenode.Node) {
 	t.Helper()
-	const max = 24 << 10
+	const keep = 24 << 10
 	for _, f := range []string{n.ContainerdLog, n.KubeletLog} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Logf("--- %s: %v", f, err)
 			continue
 		}
-		if len(b) > max {
-			b = b[len(b)-max:]
+		if len(b) > keep {
+			b = b[len(b)-keep:]
 		}
 		t.Logf("--- %s (last %d bytes):\n%s", f, len(b), b)
 	}
@@ -248,10 +247,4 @@ func rssKiB(pid int) (int, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
-}
-
-// alive reports whether pid runs.
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }

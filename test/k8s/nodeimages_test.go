@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 )
 
@@ -49,7 +50,7 @@ const appClientPath = "/usr/local/bin/goclient"
 // between (removeStaleImages).
 func buildNodeImages(t *testing.T, caFile string) nodeImages {
 	t.Helper()
-	root, err := podenv.ModuleRoot()
+	root, err := gobuild.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,9 @@ func buildNodeImages(t *testing.T, caFile string) nodeImages {
 	run(nil, "build/images-local.sh", "debian", appBase, "rootfs-test-client", "iproute2,curl,ca-certificates")
 
 	bin := filepath.Join(dir, "bin")
-	run([]string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", bin+"/", "./test/e2e/clients/goclient", "./test/podman/pause")
+	if err := gobuild.Build(ctx, bin, "./test/e2e/clients/goclient", "./test/podman/pause"); err != nil {
+		t.Fatal(err)
+	}
 
 	c := strings.TrimSpace(run(nil, "buildah", "from", "--pull-never", appBase))
 	run(nil, "buildah", "copy", "--quiet", "--chmod", "0555", c, filepath.Join(bin, "goclient"), appClientPath)

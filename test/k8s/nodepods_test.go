@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
+	"github.com/imds-proxy/imds-proxy/test/e2e/clients"
 )
 
 // Pods the node runs, derived from deploy/ manifests. What the test bed
@@ -258,7 +260,7 @@ func parseAppCurl(t *testing.T, lines []string) appCurl {
 			continue
 		}
 		var c appCurl
-		fmt.Sscan(m[1], &c.status)
+		c.status, _ = strconv.Atoi(m[1]) // three digits, by appCurlLine
 		c.sha256 = m[2]
 		if m[3] != "" {
 			payload, err := base64.RawURLEncoding.DecodeString(m[3])
@@ -278,30 +280,21 @@ func parseAppCurl(t *testing.T, lines []string) appCurl {
 	return appCurl{}
 }
 
-// goClientResult is the Go SDK client's one JSON line
+// parseGoClient finds and decodes appScript's goclient line
 // (test/e2e/clients/goclient).
-type goClientResult struct {
-	Client      string         `json:"client"`
-	Calls       int            `json:"calls"`
-	TokenSHA256 string         `json:"token_sha256"`
-	SameToken   bool           `json:"same_token"`
-	Claims      map[string]any `json:"claims"`
-}
-
-// parseGoClient finds and decodes appScript's goclient line.
-func parseGoClient(t *testing.T, lines []string) goClientResult {
+func parseGoClient(t *testing.T, lines []string) clients.Result {
 	t.Helper()
 	for _, l := range lines {
 		if js, ok := strings.CutPrefix(l, "app: goclient "); ok {
-			var r goClientResult
-			if err := json.Unmarshal([]byte(js), &r); err != nil {
-				t.Fatalf("goclient said %q (%v)", js, err)
+			r, err := clients.ParseResult(js)
+			if err != nil {
+				t.Fatal(err)
 			}
 			return r
 		}
 	}
 	t.Fatalf("no goclient line in the app's log:\n%s", strings.Join(lines, "\n"))
-	return goClientResult{}
+	return clients.Result{}
 }
 
 // jwtLike matches a JWT (header and payload are base64url JSON objects).

@@ -33,6 +33,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 )
 
 // repoRoot is the repository root relative to this package.
@@ -148,7 +150,7 @@ func requirePodman(t *testing.T) {
 	}
 	for _, bin := range []string{"podman", "buildah", "runc", "debootstrap"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (hack/install-deps.sh installs podman buildah runc debootstrap)", bin)
+			t.Fatalf("%s not installed (hack/install-deps.sh installs podman buildah runc debootstrap)", bin)
 		}
 	}
 }
@@ -200,14 +202,11 @@ func buildImages(t *testing.T, ctx context.Context, env []string, tag string) im
 	t.Logf("client image: %s", time.Since(start).Round(time.Millisecond))
 
 	bin := t.TempDir()
-	for _, b := range []struct{ pkg, image, path string }{
-		{"./test/emulator", im.emulator, "/emulator"},
-		{"./test/podman/pause", im.pause, "/pause"},
-	} {
-		out := filepath.Join(bin, filepath.Base(b.path))
-		run(t, ctx, "", []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", out, b.pkg)
-		scratchImage(t, ctx, env, b.image, out, b.path)
+	if err := gobuild.Build(ctx, bin, "./test/emulator", "./test/podman/pause"); err != nil {
+		t.Fatal(err)
 	}
+	scratchImage(t, ctx, env, im.emulator, filepath.Join(bin, "emulator"), "/emulator")
+	scratchImage(t, ctx, env, im.pause, filepath.Join(bin, "pause"), "/pause")
 	for _, img := range []string{im.proxy, im.init, im.client, im.emulator} {
 		size := strings.TrimSpace(run(t, ctx, "", env, "podman", "image", "inspect", "--format", "{{.Size}}", img))
 		t.Logf("image %s: %s bytes", img, size)
@@ -498,7 +497,7 @@ echo "BYPASS rc=$?"`},
 		Name:            rulesName,
 		Image:           im.init,
 		ImagePullPolicy: corev1.PullNever,
-		Command:         []string{"sh", "-c", `/proxy-init --check; echo "CHECK rc=$?"; iptables-save -t nat`},
+		Command:         []string{"sh", "-c", `/proxy-init --check; echo "CHECK rc=$?"; iptables-save -t filter; iptables-save -t nat`},
 		SecurityContext: loRoot,
 	}
 	p.Spec.Containers = []corev1.Container{emulator, proxy, client, bypass, rules}
@@ -610,25 +609,45 @@ func TestPodManual(t *testing.T) {
 	t.Logf("azwi-proxy log:\n%s", logs("azwi-proxy"))
 }
 
-// checkRules: azwi-proxy-init's rules are in place in the pod (--check), the
-// jump to our chain is first in OUTPUT, the proxy UID is exempted and the
-// rest is redirected to the proxy port.
+// checkRules: azwi-proxy-init's rules are in place in the pod (--check). In
+// nat, the jump to our chain is first in OUTPUT, the proxy UID is exempted
+// and the rest is redirected to the proxy port; in filter, the guard's jump
+// is first in OUTPUT, the proxy UID passes and every other connection to
+// the metadata address that was not redirected is refused.
 func checkRules(t *testing.T, out string) {
 	t.Helper()
 	ie := imageEnv(t)
 	if !strings.Contains(out, "CHECK rc=0\n") {
 		t.Errorf("proxy-init --check in the pod failed:\n%s", out)
 	}
-	first := regexp.MustCompile(`(?m)^-A OUTPUT .*$`).FindString(out)
-	if !regexp.MustCompile(`^-A OUTPUT -d 169\.254\.169\.254/32 -p tcp -m tcp --dport 80 .*-j IMDS_PROXY_OUTPUT$`).MatchString(first) {
-		t.Errorf("first OUTPUT rule %q, want the jump for 169.254.169.254:80 to IMDS_PROXY_OUTPUT:\n%s", first, out)
+	tests := []struct {
+		table string
+		jump  string // the first OUTPUT rule's target
+		rules []string
+	}{
+		{"nat", "IMDS_PROXY_OUTPUT", []string{
+			`(?m)^-A IMDS_PROXY_OUTPUT -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j ACCEPT$`,
+			`(?m)^-A IMDS_PROXY_REDIRECT -p tcp .*-j REDIRECT --to-ports ` + ie["PROXY_PORT"] + `$`,
+		}},
+		{"filter", "IMDS_PROXY_GUARD", []string{
+			`(?m)^-A IMDS_PROXY_GUARD -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j RETURN$`,
+			`(?m)^-A IMDS_PROXY_GUARD -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN .*-j REJECT --reject-with tcp-reset$`,
+		}},
 	}
-	for _, re := range []string{
-		`(?m)^-A IMDS_PROXY_OUTPUT -m owner --uid-owner ` + ie["PROXY_UID"] + ` .*-j ACCEPT$`,
-		`(?m)^-A IMDS_PROXY_REDIRECT -p tcp .*-j REDIRECT --to-ports ` + ie["PROXY_PORT"] + `$`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out) {
-			t.Errorf("iptables-save -t nat in the pod lacks /%s/:\n%s", re, out)
+	for _, tt := range tests {
+		m := regexp.MustCompile(`(?ms)^\*` + tt.table + `\n(.*?)^COMMIT$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Errorf("iptables-save in the pod lacks the %s table:\n%s", tt.table, out)
+			continue
+		}
+		first := regexp.MustCompile(`(?m)^-A OUTPUT .*$`).FindString(m[1])
+		if !regexp.MustCompile(`^-A OUTPUT -d 169\.254\.169\.254/32 -p tcp -m tcp --dport 80 .*-j ` + tt.jump + `$`).MatchString(first) {
+			t.Errorf("first %s OUTPUT rule %q, want the jump for 169.254.169.254:80 to %s:\n%s", tt.table, first, tt.jump, out)
+		}
+		for _, re := range tt.rules {
+			if !regexp.MustCompile(re).MatchString(m[1]) {
+				t.Errorf("iptables-save -t %s in the pod lacks /%s/:\n%s", tt.table, re, out)
+			}
 		}
 	}
 }

@@ -1,9 +1,11 @@
 // Package soak runs the real proxy for a long time under mixed load while
 // faults come and go, and checks that it ends as it started: every answer
-// well-formed and of an expected status, no connection refused or left
-// unanswered, resident memory, goroutines and open file descriptors back
-// within 10 % of their values after the warm-up, and not one byte of a
-// token, an assertion or an Authorization header in any log.
+// well-formed and of an expected status, no connection refused (but by
+// proxy-init's guard, right after the node's IMDS refused) or left
+// unanswered, no app connection past the redirect to the node's IMDS,
+// resident memory, goroutines and open file descriptors back within 10 %
+// of their values after the warm-up, and not one byte of a token, an
+// assertion or an Authorization header in any log.
 //
 // One pod-shaped environment (internal/podenv) holds the real proxy-init
 // rules, the proxy as UID 1501 and the Entra emulator. Inside the pod:

@@ -18,7 +18,7 @@ type fault struct {
 	// while it is on.
 	tokenFile bool
 	// imdsRefuses is set when the node's IMDS refuses connections (see
-	// errEscaped).
+	// errRefused).
 	imdsRefuses bool
 }
 

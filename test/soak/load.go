@@ -26,7 +26,7 @@ import (
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 )
 
-// Error kinds the clients count. Any of them but errEscaped fails the soak:
+// Error kinds the clients count. Any of them but errRefused fails the soak:
 // the proxy must answer every request with a well-formed reply of an
 // expected status.
 const (
@@ -35,24 +35,25 @@ const (
 	errTimeout    = "timeout"    // no answer within the client's 20 s
 	errMalformed  = "malformed"  // not a well-formed reply of the proxy
 	errUnexpected = "unexpected" // a status or body the request cannot get
-	// errEscaped is a connection to 169.254.169.254:80 refused while the
-	// node's IMDS refuses connections, or shortly after: its first packet
-	// left the pod without being redirected to the proxy. A connection of
+	// errRefused is a connection to 169.254.169.254:80 refused while the
+	// node's IMDS refuses connections, or shortly after. A connection of
 	// the proxy's UID to the node's IMDS that the node reset leaves a
 	// conntrack entry (closed, without NAT) for about 10 s; an app
 	// connection that reuses its source port in that time matches the
-	// entry instead of the nat rules. It is counted and reported, and does
-	// not fail the soak: it comes from proxy-init's nat-only rules meeting
-	// the kernel's connection tracking, not from the proxy.
-	errEscaped = "escaped"
+	// entry instead of the nat rules, and proxy-init's guard refuses it
+	// with a reset. It is counted and reported, and does not fail the
+	// soak; that the guard, not the node, refused it is checked against
+	// the guard's own counter, and a connection that got past the guard
+	// fails the soak (see judgeEscapes).
+	errRefused = "refused"
 )
 
-// escapeWindow is how long after the node's IMDS stops refusing a refused
-// connection still counts as errEscaped: the kernel keeps a closed TCP
+// refusalWindow is how long after the node's IMDS stops refusing a refused
+// connection still counts as errRefused: the kernel keeps a closed TCP
 // conntrack entry for 10 s.
-const escapeWindow = 15 * time.Second
+const refusalWindow = 15 * time.Second
 
-var errorKinds = []string{errConnect, errIO, errTimeout, errMalformed, errUnexpected, errEscaped}
+var errorKinds = []string{errConnect, errIO, errTimeout, errMalformed, errUnexpected, errRefused}
 
 // stats are the clients' counters, safe for concurrent use.
 type stats struct {
@@ -244,7 +245,7 @@ func (s *soak) rawWorker(ctx context.Context, worker int) {
 				if err != nil {
 					kind := errConnect
 					if errors.Is(err, syscall.ECONNREFUSED) && s.imdsRefusedRecently() {
-						kind = errEscaped
+						kind = errRefused
 					}
 					if ctx.Err() == nil {
 						s.stats.fail(kind, fmt.Errorf("%s (fault %q): %w", op.name, s.currentFault(), err))

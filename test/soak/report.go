@@ -64,7 +64,7 @@ type Row struct {
 
 func (s *soak) printHeader() {
 	fmt.Fprintf(s.cfg.Out, "%-6s %7s  %-15s %9s %8s %7s %7s  %-33s %9s %5s %4s\n",
-		"row", "time", "fault", "served", "2xx", "4xx", "5xx", "errors conn/io/time/bad/unexp/esc", "RSS", "gor", "fds")
+		"row", "time", "fault", "served", "2xx", "4xx", "5xx", "errors conn/io/time/bad/unexp/ref", "RSS", "gor", "fds")
 }
 
 func (s *soak) printRow(r Row) {
@@ -199,13 +199,8 @@ func (s *soak) judge() {
 		}
 	}
 	for _, k := range errorKinds {
-		if n := end.Errors[k]; n > 0 && k == errEscaped {
-			s.stats.mu.Lock()
-			first := strings.Join(s.stats.firstErrs[k], "\n    ")
-			s.stats.mu.Unlock()
-			s.rep.Notes = append(s.rep.Notes, fmt.Sprintf("KNOWN ISSUE: %d app connections to 169.254.169.254:80 escaped the redirect while or just after "+
-				"the node's IMDS refused connections (a conntrack entry of a reset proxy connection with the same source port); first:\n    %s", n, first))
-			continue
+		if k == errRefused {
+			continue // judgeEscapes checks these against the guard
 		}
 		if n := end.Errors[k]; n > 0 {
 			s.stats.mu.Lock()

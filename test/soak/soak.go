@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 )
 
@@ -189,11 +188,11 @@ type soak struct {
 }
 
 // imdsRefusedRecently reports whether the node's IMDS refuses connections
-// now or did within escapeWindow.
+// now or did within refusalWindow.
 func (s *soak) imdsRefusedRecently() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.imdsRefusing || time.Since(s.imdsRefusedUntil) < escapeWindow
+	return s.imdsRefusing || time.Since(s.imdsRefusedUntil) < refusalWindow
 }
 
 func (s *soak) run(ctx context.Context) error {
@@ -207,6 +206,9 @@ func (s *soak) run(ctx context.Context) error {
 		return err
 	}
 	s.addSATokenSecret(string(sa))
+	if err := s.watchEscapes(ctx); err != nil {
+		return err
+	}
 	if err := s.checkHotToken(ctx); err != nil {
 		return fmt.Errorf("first token: %w", err)
 	}
@@ -287,6 +289,9 @@ func (s *soak) run(ctx context.Context) error {
 		s.rep.fail("the proxy did not survive: pid %d at the start, now %d (%v)", pid, now, err)
 	}
 	s.judge()
+	if err := s.judgeEscapes(ctx); err != nil {
+		return err
+	}
 	if err := s.scanLogs(ctx); err != nil {
 		return err
 	}
@@ -422,20 +427,5 @@ func Build(ctx context.Context, dir string) error {
 // BuildClients compiles the e2e suite's Go client (goclient) and the
 // benchmark's load generator (imds-loadgen) into dir.
 func BuildClients(ctx context.Context, dir string) error {
-	root, err := podenv.ModuleRoot()
-	if err != nil {
-		return err
-	}
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = "/usr/local/go/bin/go"
-	}
-	args := []string{"build", "-trimpath", "-o", dir + "/", "./test/e2e/clients/goclient", "./test/bench/cmd/imds-loadgen"}
-	cmd := exec.CommandContext(ctx, goCmd, args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
+	return gobuild.Build(ctx, dir, "./test/e2e/clients/goclient", "./test/bench/cmd/imds-loadgen")
 }

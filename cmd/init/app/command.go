@@ -28,7 +28,7 @@ const (
 	// invalid; the kernel was not touched.
 	ExitInvalidConfig = 2
 	// ExitNotInPlace means --check found the rules missing, different, or
-	// not first in OUTPUT.
+	// a jump of ours not first in OUTPUT of its table.
 	ExitNotInPlace = 3
 )
 
@@ -75,8 +75,10 @@ func NewCommand(args []string, lookupEnv func(string) (string, bool), run RunFun
 		Long: `proxy-init installs iptables rules in the nat table of the current network
 namespace so that TCP connections to METADATA_IP:METADATA_PORT reach the proxy
 sidecar on 127.0.0.1:PROXY_PORT, except connections made by PROXY_UID, which
-reach the real metadata service. Run without arguments it applies the rules;
-running it again leaves the ruleset unchanged. Options take one dash or two
+reach the real metadata service. A guard in the filter table refuses, with a
+TCP reset, every other connection to METADATA_IP:METADATA_PORT that the nat
+rules did not redirect. Run without arguments it applies the rules; running
+it again leaves the ruleset unchanged. Options take one dash or two
 (-proxy-port=8000, --proxy-port 8000), as Go's flag package reads them.
 
 Exit codes: 0 success, 1 an iptables step failed, 2 invalid configuration,
@@ -140,15 +142,15 @@ func writeTerminationLog(path string, err error) {
 	if path == "" {
 		return
 	}
-	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0) //nolint:gosec // G304: --termination-log, the operator's path
 	if ferr != nil {
 		return
 	}
 	defer f.Close()
 	line := "proxy-init: " + strings.Join(strings.Fields(err.Error()), " ")
-	const max = 4000 // kubelet keeps at most 4096 bytes
-	if len(line) > max {
-		line = strings.ToValidUTF8(line[:max], "")
+	const maxLine = 4000 // kubelet keeps at most 4096 bytes
+	if len(line) > maxLine {
+		line = strings.ToValidUTF8(line[:maxLine], "")
 	}
 	_, _ = io.WriteString(f, line+"\n")
 }

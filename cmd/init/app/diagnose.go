@@ -82,7 +82,7 @@ func requireBinaries(bins binaries) error {
 }
 
 // conflicting names the rules of others that jump into our chains, found
-// in the nat table after a failed step, ahead of err.
+// in our tables after a failed step, ahead of err.
 func conflicting(err error, rules []string) error {
 	if len(rules) == 0 {
 		return err

@@ -48,7 +48,7 @@ func TestExplainPrivilege(t *testing.T) {
 	}
 	// A lock file the process cannot open is no matter of NET_ADMIN.
 	other := errors.New("Fatal: can't open lock file /run/xtables.lock: Permission denied")
-	if got := explainPrivilege(other); got != other {
+	if got := explainPrivilege(other); got != other { //nolint:errorlint // the very value, unwrapped
 		t.Errorf("explainPrivilege(other) = %v", got)
 	}
 	if explainPrivilege(nil) != nil || lacksPrivilege(nil) {
@@ -59,7 +59,7 @@ func TestExplainPrivilege(t *testing.T) {
 func TestConflicting(t *testing.T) {
 	t.Parallel()
 	cause := errors.New("cleanup: deleting chain IMDS_PROXY_REDIRECT: busy")
-	if got := conflicting(cause, nil); got != cause {
+	if got := conflicting(cause, nil); got != cause { //nolint:errorlint // the very value, unwrapped
 		t.Errorf("no rules: %v", got)
 	}
 	got := conflicting(cause, []string{"-A OTHER -j IMDS_PROXY_REDIRECT", "-A POSTROUTING -j IMDS_PROXY_OUTPUT"})

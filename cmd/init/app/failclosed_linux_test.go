@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imds-proxy/imds-proxy/pkg/iptables"
 )
 
 // The tests in this file break what proxy-init needs, one thing at a time,
@@ -149,11 +151,11 @@ func TestKernelFailsClosedWithoutNetAdmin(t *testing.T) {
 	}{
 		{"capabilities dropped, auto mode", dropped, nil, why + nftSaveRefused},
 		{"capabilities dropped, nft, --check", dropped, []string{"--iptables-mode=nft", "--check"},
-			why + "looking up chain IMDS_PROXY_OUTPUT: running [" + lookPath(t, "iptables-nft") + " -t nat -S IMDS_PROXY_OUTPUT 1 --wait 5]: exit status 4: " +
+			why + "looking up chain IMDS_PROXY_GUARD: running [" + lookPath(t, "iptables-nft") + " -t filter -S IMDS_PROXY_GUARD 1 --wait 5]: exit status 4: " +
 				iptablesSays(t, "iptables-nft") + ": Could not fetch rule set generation id: Permission denied (you must be root)"},
 		{"capabilities dropped, legacy", dropped, []string{"--iptables-mode=legacy"},
-			why + "apply: looking up chain IMDS_PROXY_OUTPUT: running [" + lookPath(t, "iptables-legacy") + " -t nat -S IMDS_PROXY_OUTPUT 1 --wait 5]: exit status 3: " +
-				iptablesSays(t, "iptables-legacy") + ": can't initialize iptables table `nat': Permission denied (you must be root) Perhaps iptables or your kernel needs to be upgraded."},
+			why + "apply: looking up chain IMDS_PROXY_GUARD: running [" + lookPath(t, "iptables-legacy") + " -t filter -S IMDS_PROXY_GUARD 1 --wait 5]: exit status 3: " +
+				iptablesSays(t, "iptables-legacy") + ": can't initialize iptables table `filter': Permission denied (you must be root) Perhaps iptables or your kernel needs to be upgraded."},
 		{"user namespace not owning the network namespace", userns, nil, why + nftSaveRefused},
 		{"user namespace, --cleanup", userns, []string{"--cleanup"}, why + nftSaveRefused},
 	}
@@ -173,69 +175,108 @@ func TestKernelFailsClosedWithoutNetAdmin(t *testing.T) {
 }
 
 // TestKernelFailsClosedOnConflictingRules: rules of others that jump into
-// our chains stop apply (a jump from POSTROUTING makes the kernel refuse
-// REDIRECT in our chain) or cleanup (a referenced chain cannot be deleted);
-// the message names them.
+// our chains stop apply (a jump from nat POSTROUTING makes the kernel refuse
+// REDIRECT in our nat chain, one from filter INPUT the owner match in the
+// guard) or cleanup (a referenced chain cannot be deleted); the message names
+// them.
 func TestKernelFailsClosedOnConflictingRules(t *testing.T) {
 	t.Parallel()
-	const redirectRule = `-A IMDS_PROXY_REDIRECT -p tcp -m comment --comment "imds-proxy: redirect to the proxy on 127.0.0.1:8000" -j REDIRECT --to-ports 8000`
-	const redirectArgs = "-t nat -A IMDS_PROXY_REDIRECT -p tcp -m comment --comment imds-proxy: redirect to the proxy on 127.0.0.1:8000 -j REDIRECT --to-ports 8000 --wait 5"
-	refused := map[string]string{
-		"nft":    "exit status 4: " + iptablesSays(t, "iptables-nft") + ": RULE_APPEND failed (Invalid argument): rule in chain IMDS_PROXY_REDIRECT",
-		"legacy": "exit status 1: iptables: Invalid argument. Run `dmesg' for more information.",
+	// The rules whose append fails, as the message quotes them and as the
+	// command line shows them.
+	rs := defaultPlan()
+	guard, _ := rs.Table(iptables.FilterTable)
+	nat, _ := rs.Table(iptables.NATTable)
+	quoted := func(r iptables.Rule) string { return `"` + strings.ReplaceAll(r.String(), `"`, `\"`) + `"` }
+	argv := func(table string, r iptables.Rule) string {
+		return "-t " + table + " -A " + r.Chain + " " + strings.Join(r.Spec(), " ") + " --wait 5"
 	}
-	busy := map[string]string{
-		"nft":    "exit status 4: " + iptablesSays(t, "iptables-nft") + ": CHAIN_DEL failed (Device or resource busy): chain IMDS_PROXY_REDIRECT",
-		"legacy": "exit status 1: iptables: Too many links.",
+	refusedBy := func(backend, chain string) string {
+		if backend == "nft" {
+			return "exit status 4: " + iptablesSays(t, "iptables-nft") + ": RULE_APPEND failed (Invalid argument): rule in chain " + chain
+		}
+		return "exit status 1: iptables: Invalid argument. Run `dmesg' for more information."
+	}
+	busy := func(backend, chain string) string {
+		if backend == "nft" {
+			return "exit status 4: " + iptablesSays(t, "iptables-nft") + ": CHAIN_DEL failed (Device or resource busy): chain " + chain
+		}
+		return "exit status 1: iptables: Too many links."
+	}
+	tests := []struct {
+		table string
+		chain string // ours, which the rule of others jumps into
+		from  string // the built-in chain the rule of others hangs from
+		rule  iptables.Rule
+		// routes are the paths after the failed apply, with no pod started.
+		routes []route
+	}{
+		// The guard went in first, so the app is refused rather than let through.
+		{"nat", "IMDS_PROXY_REDIRECT", "POSTROUTING", nat.Rules[2], []route{{1000, imds, refused(imds)}, {1501, imds, "IMDS"}}},
+		// Nothing of ours is in place: the app reaches the metadata address itself.
+		{"filter", "IMDS_PROXY_GUARD", "INPUT", guard.Rules[0], []route{{1000, imds, "IMDS"}}},
 	}
 	for _, backend := range []string{"nft", "legacy"} {
-		t.Run(backend+"/apply", func(t *testing.T) {
-			t.Parallel()
-			n := newNetns(t)
-			mode := "--iptables-mode=" + backend
-			n.listen(t, proxy, "PROXY")
-			n.listen(t, imds, "IMDS")
-			// A chain of ours left empty, and another tool's rule sending
-			// POSTROUTING traffic into it.
-			n.iptables(t, backend, "-t", "nat", "-N", "IMDS_PROXY_REDIRECT")
-			n.iptables(t, backend, "-t", "nat", "-A", "POSTROUTING", "-p", "tcp", "-j", "IMDS_PROXY_REDIRECT")
-			log := termLog(t)
-			r := n.mustProxyInit(t, ExitFailed, mode, "--termination-log="+log)
-			wantTermination(t, log, "rules that are not ours jump into our chains: [-A POSTROUTING -p tcp -j IMDS_PROXY_REDIRECT]; remove them and run proxy-init again: "+
-				`apply: appending "`+strings.ReplaceAll(redirectRule, `"`, `\"`)+`": running [`+lookPath(t, "iptables-"+backend)+" "+redirectArgs+"]: "+refused[backend])
-			if !strings.Contains(r.stderr, `"msg":"nat table after the failure"`) {
-				t.Errorf("stderr lacks the nat table:\n%s", r.stderr)
-			}
-			// Nothing redirects: the app reaches the metadata address itself
-			// (in a pod, the pod never starts), and --check says so.
-			if rules := outputRules(n.save(t, backend, "-t", "nat")); len(rules) != 0 {
-				t.Errorf("OUTPUT after the failure = %q, want no rule", rules)
-			}
-			n.expectRoutes(t, []route{{1000, imds, "IMDS"}})
-			n.mustProxyInit(t, ExitNotInPlace, mode, "--check")
-
-			// Once the rule is gone, a rerun succeeds.
-			n.iptables(t, backend, "-t", "nat", "-D", "POSTROUTING", "-p", "tcp", "-j", "IMDS_PROXY_REDIRECT")
-			n.mustProxyInit(t, ExitOK, mode)
-			n.expectRoutes(t, []route{{1000, imds, "PROXY"}, {1501, imds, "IMDS"}})
-		})
-		t.Run(backend+"/cleanup", func(t *testing.T) {
-			t.Parallel()
-			n := newNetns(t)
-			mode := "--iptables-mode=" + backend
-			n.mustProxyInit(t, ExitOK, mode)
-			// Somebody else's chain jumps into ours, so ours cannot be deleted.
-			n.iptables(t, backend, "-t", "nat", "-N", "OTHER")
-			n.iptables(t, backend, "-t", "nat", "-A", "OTHER", "-j", "IMDS_PROXY_REDIRECT")
-			log := termLog(t)
-			r := n.mustProxyInit(t, ExitFailed, mode, "--cleanup", "--termination-log="+log)
-			wantTermination(t, log, "rules that are not ours jump into our chains: [-A OTHER -j IMDS_PROXY_REDIRECT]; remove them and run proxy-init again: "+
-				"cleanup: deleting chain IMDS_PROXY_REDIRECT: running ["+lookPath(t, "iptables-"+backend)+" -t nat -X IMDS_PROXY_REDIRECT --wait 5]: "+busy[backend])
-			for _, want := range []string{`-t nat -X IMDS_PROXY_REDIRECT`, `"msg":"nat table after the failure"`} {
-				if !strings.Contains(r.stderr, want) {
-					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		for _, tt := range tests {
+			t.Run(backend+"/"+tt.table+"/apply", func(t *testing.T) {
+				t.Parallel()
+				n := newNetns(t)
+				mode := "--iptables-mode=" + backend
+				n.listen(t, proxy, "PROXY")
+				n.listen(t, imds, "IMDS")
+				// A chain of ours left empty, and another tool's rule sending
+				// traffic of another hook into it.
+				foreign := "-A " + tt.from + " -p tcp -j " + tt.chain
+				n.iptables(t, backend, "-t", tt.table, "-N", tt.chain)
+				n.iptables(t, backend, append([]string{"-t", tt.table}, strings.Fields(foreign)...)...)
+				log := termLog(t)
+				r := n.mustProxyInit(t, ExitFailed, mode, "--termination-log="+log)
+				wantTermination(t, log, "rules that are not ours jump into our chains: ["+foreign+"]; remove them and run proxy-init again: "+
+					"apply: appending "+quoted(tt.rule)+": running ["+lookPath(t, "iptables-"+backend)+" "+argv(tt.table, tt.rule)+"]: "+refusedBy(backend, tt.chain))
+				if !strings.Contains(r.stderr, `"msg":"our tables after the failure"`) {
+					t.Errorf("stderr lacks our tables:\n%s", r.stderr)
 				}
-			}
-		})
+				// Nothing redirects (in a pod, the pod never starts), and
+				// --check says so.
+				if rules := outputRules(n.save(t, backend, "-t", "nat")); len(rules) != 0 {
+					t.Errorf("nat OUTPUT after the failure = %q, want no rule", rules)
+				}
+				n.expectRoutes(t, tt.routes)
+				n.mustProxyInit(t, ExitNotInPlace, mode, "--check")
+
+				// Once the rule is gone, a rerun succeeds.
+				n.iptables(t, backend, append([]string{"-t", tt.table}, strings.Fields(strings.Replace(foreign, "-A ", "-D ", 1))...)...)
+				n.mustProxyInit(t, ExitOK, mode)
+				n.expectRoutes(t, []route{{1000, imds, "PROXY"}, {1501, imds, "IMDS"}})
+			})
+			t.Run(backend+"/"+tt.table+"/cleanup", func(t *testing.T) {
+				t.Parallel()
+				n := newNetns(t)
+				mode := "--iptables-mode=" + backend
+				n.listen(t, proxy, "PROXY")
+				n.listen(t, imds, "IMDS")
+				n.mustProxyInit(t, ExitOK, mode)
+				// Somebody else's chain jumps into ours, so ours cannot be deleted.
+				n.iptables(t, backend, "-t", tt.table, "-N", "OTHER")
+				n.iptables(t, backend, "-t", tt.table, "-A", "OTHER", "-j", tt.chain)
+				log := termLog(t)
+				r := n.mustProxyInit(t, ExitFailed, mode, "--cleanup", "--termination-log="+log)
+				wantTermination(t, log, "rules that are not ours jump into our chains: [-A OTHER -j "+tt.chain+"]; remove them and run proxy-init again: "+
+					"cleanup: deleting chain "+tt.chain+": running ["+lookPath(t, "iptables-"+backend)+" -t "+tt.table+" -X "+tt.chain+" --wait 5]: "+busy(backend, tt.chain))
+				for _, want := range []string{"-t " + tt.table + " -X " + tt.chain, `"msg":"our tables after the failure"`} {
+					if !strings.Contains(r.stderr, want) {
+						t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+					}
+				}
+				if tt.table == "nat" {
+					// The redirect is gone, and the guard, removed after it,
+					// still refuses.
+					n.expectRoutes(t, []route{{1000, imds, refused(imds)}, {1501, imds, "IMDS"}})
+				} else {
+					// The redirect went first and is gone; the guard's chain
+					// is empty and no longer jumped to.
+					n.expectRoutes(t, []route{{1000, imds, "IMDS"}})
+				}
+			})
+		}
 	}
 }

@@ -10,13 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/imds-proxy/imds-proxy/internal/podenv"
 )
 
 // This file holds the scaffolding of the real-kernel tests: a throwaway
@@ -164,41 +163,16 @@ func (n *netns) save(t *testing.T, backend string, args ...string) string {
 	return counters.ReplaceAllString(saveComment.ReplaceAllString(r.stdout, ""), "[0:0]")
 }
 
-// inNetns runs fn on a fresh OS thread that has joined n's network namespace
-// and, when uid >= 0, taken uid as its filesystem UID: the kernel records that
-// as the owner of sockets the thread creates, which is what -m owner matches.
-// The thread is never unlocked, so the Go runtime discards it afterwards.
+// inNetns runs fn in n's network namespace with podenv.InNetns and, when
+// uid >= 0, with uid as its filesystem UID: the kernel records that as the
+// owner of sockets the thread creates, which is what -m owner matches.
 func inNetns[T any](n *netns, uid int, fn func() (T, error)) (T, error) {
-	type res struct {
-		v   T
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		var r res
-		defer func() { ch <- r }()
-		f, err := os.Open("/run/netns/" + n.name)
-		if err != nil {
-			r.err = err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			r.err = fmt.Errorf("setns %s: %w", n.name, err)
-			return
-		}
-		if uid >= 0 {
-			_, _ = unix.SetfsuidRetUid(uid)
-			if cur, _ := unix.SetfsuidRetUid(-1); cur != uid {
-				r.err = fmt.Errorf("setfsuid(%d) left fsuid %d", uid, cur)
-				return
-			}
-		}
-		r.v, r.err = fn()
-	}()
-	r := <-ch
-	return r.v, r.err
+	var v T
+	err := podenv.InNetns(n.name, uid, func() (err error) {
+		v, err = fn()
+		return err
+	})
+	return v, err
 }
 
 // listen serves banner to every connection on addr inside n until the test ends.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -51,7 +52,7 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 		if err != nil {
 			return withCode(ExitFailed, explainPrivilege(err))
 		}
-		log.Info("rules are in place and our jump is first in OUTPUT")
+		log.Info("rules are in place and our jumps are first in OUTPUT of the filter and nat tables")
 		return printOwnRules(ctx, stdout, bins, rs)
 	case o.Cleanup:
 		if err := iptables.Cleanup(log, a, rs); err != nil {
@@ -70,20 +71,20 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 	}
 }
 
-// explainFailure logs the nat table after a failed apply or cleanup, for
-// the post-mortem, and puts what it recognises ahead of err: a refusal for
-// lack of privilege, or rules of others that jump into our chains.
+// explainFailure logs our tables after a failed apply or cleanup, for the
+// post-mortem, and puts what it recognises ahead of err: a refusal for lack
+// of privilege, or rules of others that jump into our chains.
 func explainFailure(ctx context.Context, log logr.Logger, bins binaries, rs iptables.Ruleset, err error) error {
 	if lacksPrivilege(err) {
 		return explainPrivilege(err)
 	}
-	nat, dumpErr := save(ctx, bins.save, "-t", iptables.Table)
+	dump, dumpErr := saveTables(ctx, bins, rs)
 	if dumpErr != nil {
-		log.Error(dumpErr, "cannot dump the nat table after the failure")
+		log.Error(dumpErr, "cannot dump our tables after the failure")
 		return err
 	}
-	log.Info("nat table after the failure", "iptablesSave", nat)
-	return conflicting(err, rs.ForeignJumps(nat))
+	log.Info("our tables after the failure", "iptablesSave", dump)
+	return conflicting(err, rs.ForeignJumps(dump))
 }
 
 // chooseBackend resolves --iptables-mode. In auto mode it reads both
@@ -132,12 +133,27 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 	return backend, nil
 }
 
-// printOwnRules writes our chains and jump as iptables-save prints them.
+// printOwnRules writes our chains and jumps as iptables-save prints them.
 func printOwnRules(ctx context.Context, stdout io.Writer, bins binaries, rs iptables.Ruleset) error {
-	out, err := save(ctx, bins.save, "-t", iptables.Table)
+	out, err := saveTables(ctx, bins, rs)
 	if err != nil {
 		return withCode(ExitFailed, explainPrivilege(err))
 	}
 	_, err = io.WriteString(stdout, iptables.OwnRules(out, rs))
 	return err
+}
+
+// saveTables returns iptables-save's dump of each of rs's tables, in rs's
+// order. Naming the tables (-t) keeps iptables-save from listing tables we
+// never touch.
+func saveTables(ctx context.Context, bins binaries, rs iptables.Ruleset) (string, error) {
+	var b strings.Builder
+	for _, t := range rs.Tables {
+		out, err := save(ctx, bins.save, "-t", t.Table)
+		b.WriteString(out)
+		if err != nil {
+			return b.String(), err
+		}
+	}
+	return b.String(), nil
 }

@@ -99,7 +99,7 @@ func Start(t testing.TB, opts kubeenv.Options) *kubeenv.Cluster {
 // kube-controller-manager logs to the test log.
 func DumpLogs(t testing.TB, c *kubeenv.Cluster) {
 	t.Helper()
-	const max = 16 << 10
+	const keep = 16 << 10
 	for _, f := range []struct{ name, path string }{
 		{"etcd", c.EtcdLog},
 		{"kube-apiserver", c.APIServerLog},
@@ -113,8 +113,8 @@ func DumpLogs(t testing.TB, c *kubeenv.Cluster) {
 			t.Logf("--- %s log: %v", f.name, err)
 			continue
 		}
-		if len(b) > max {
-			b = b[len(b)-max:]
+		if len(b) > keep {
+			b = b[len(b)-keep:]
 		}
 		t.Logf("--- %s log (%s, last %d bytes):\n%s", f.name, f.path, len(b), b)
 	}

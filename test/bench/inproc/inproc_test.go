@@ -59,7 +59,7 @@ func serveLimit(b *testing.B, body []byte) string {
 		h["Content-Length"] = cl
 		_, _ = w.Write(body)
 	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }()
 	b.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }

@@ -85,7 +85,7 @@ func TestSteady(t *testing.T) {
 			bad.Add(1)
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.Write(body)
+		_, _ = w.Write(body)
 	})
 	res, err := Steady(context.Background(), SteadyConfig{Target: target, Concurrency: 4, Warmup: 20 * time.Millisecond, Duration: 150 * time.Millisecond, MaxRequests: 20000})
 	if err != nil {
@@ -121,7 +121,7 @@ func TestSteadyReconnectsOnClose(t *testing.T) {
 	target := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		w.Header().Set("Content-Length", "2")
-		w.Write([]byte("ok"))
+		_, _ = w.Write([]byte("ok"))
 	})
 	res, err := Steady(context.Background(), SteadyConfig{Target: target, Concurrency: 2, Duration: 100 * time.Millisecond, MaxRequests: 200})
 	if err != nil {
@@ -142,7 +142,7 @@ func TestStampede(t *testing.T) {
 		<-release // every request is in flight before any is answered
 		b := []byte(`{"access_token":"same"}`)
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-		w.Write(b)
+		_, _ = w.Write(b)
 	})
 	res, err := Stampede(context.Background(), StampedeConfig{Target: target, N: 50, Timeout: 10 * time.Second})
 	if err != nil {
@@ -157,7 +157,7 @@ func TestStampede(t *testing.T) {
 func TestGet(t *testing.T) {
 	target := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.Write([]byte(`{"x":1}`))
+		_, _ = w.Write([]byte(`{"x":1}`))
 	})
 	resp, err := Get(context.Background(), target, 5*time.Second)
 	if err != nil {

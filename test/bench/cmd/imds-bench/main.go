@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/imds-proxy/imds-proxy/internal/entraemu"
+	"github.com/imds-proxy/imds-proxy/internal/gobuild"
 	"github.com/imds-proxy/imds-proxy/internal/podenv"
 	"github.com/imds-proxy/imds-proxy/test/bench/loadgen"
 )
@@ -144,7 +145,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, iptables, setuid), as `make bench` is run")
 	}
-	root, err := podenv.ModuleRoot()
+	root, err := gobuild.ModuleRoot()
 	if err != nil {
 		return err
 	}

@@ -39,23 +39,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/go-autorest/autorest/adal"
 	mi "github.com/AzureAD/microsoft-authentication-library-for-go/apps/managedidentity"
-)
 
-// result is the one JSON line the program prints on success.
-type result struct {
-	Client      string         `json:"client"`
-	Calls       int            `json:"calls"`
-	TokenSHA256 string         `json:"token_sha256"`
-	TokenLen    int            `json:"token_len"`
-	SameToken   bool           `json:"same_token"`
-	FromCache   *bool          `json:"from_cache,omitempty"`
-	ExpiresOn   int64          `json:"expires_on"`
-	Claims      map[string]any `json:"claims"`
-}
+	"github.com/imds-proxy/imds-proxy/test/e2e/clients"
+)
 
 // selector is the identity chosen on the command line; at most one field is set.
 type selector struct {
@@ -101,7 +92,7 @@ func run(args []string, out io.Writer) error {
 	defer cancel()
 
 	var (
-		res *result
+		res *clients.Result
 		err error
 	)
 	switch args[0] {
@@ -147,7 +138,7 @@ func run(args []string, out io.Writer) error {
 
 // viaAzidentity uses azidentity.ManagedIdentityCredential, as an app built
 // on the Azure SDK for Go does.
-func viaAzidentity(ctx context.Context, sel selector, scope string) (*result, error) {
+func viaAzidentity(ctx context.Context, sel selector, scope string) (*clients.Result, error) {
 	opts := &azidentity.ManagedIdentityCredentialOptions{}
 	switch {
 	case sel.clientID != "":
@@ -161,16 +152,7 @@ func viaAzidentity(ctx context.Context, sel selector, scope string) (*result, er
 	if err != nil {
 		return nil, err
 	}
-	req := policy.TokenRequestOptions{Scopes: []string{scope}}
-	first, err := cred.GetToken(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("first GetToken: %w", err)
-	}
-	second, err := cred.GetToken(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("second GetToken: %w", err)
-	}
-	return describe("go-azidentity", first.Token, second.Token, nil, first.ExpiresOn)
+	return getTokenTwice(ctx, "go-azidentity", cred, scope)
 }
 
 // viaDefaultAzureCredential uses azidentity.DefaultAzureCredential, the
@@ -178,11 +160,17 @@ func viaAzidentity(ctx context.Context, sel selector, scope string) (*result, er
 // variables of its environment and workload identity credentials, its
 // managed identity credential is the one that answers, for the identity
 // AZURE_CLIENT_ID names if it is set.
-func viaDefaultAzureCredential(ctx context.Context, scope string) (*result, error) {
+func viaDefaultAzureCredential(ctx context.Context, scope string) (*clients.Result, error) {
 	cred, err := azidentity.NewDefaultAzureCredential(nil)
 	if err != nil {
 		return nil, err
 	}
+	return getTokenTwice(ctx, "go-dac", cred, scope)
+}
+
+// getTokenTwice asks an azidentity credential for a token for scope twice,
+// as an app does, and describes the outcome as client.
+func getTokenTwice(ctx context.Context, client string, cred azcore.TokenCredential, scope string) (*clients.Result, error) {
 	req := policy.TokenRequestOptions{Scopes: []string{scope}}
 	first, err := cred.GetToken(ctx, req)
 	if err != nil {
@@ -192,12 +180,12 @@ func viaDefaultAzureCredential(ctx context.Context, scope string) (*result, erro
 	if err != nil {
 		return nil, fmt.Errorf("second GetToken: %w", err)
 	}
-	return describe("go-dac", first.Token, second.Token, nil, first.ExpiresOn)
+	return describe(client, first.Token, second.Token, nil, first.ExpiresOn)
 }
 
 // viaMSAL uses MSAL Go's apps/managedidentity client directly.
-func viaMSAL(ctx context.Context, sel selector, resource string) (*result, error) {
-	var id mi.ID = mi.SystemAssigned()
+func viaMSAL(ctx context.Context, sel selector, resource string) (*clients.Result, error) {
+	id := mi.SystemAssigned()
 	switch {
 	case sel.clientID != "":
 		id = mi.UserAssignedClientID(sel.clientID)
@@ -227,7 +215,7 @@ func viaMSAL(ctx context.Context, sel selector, resource string) (*result, error
 
 // viaADAL uses the deprecated go-autorest adal package, which selects an
 // identity by resource id with the mi_res_id query parameter.
-func viaADAL(ctx context.Context, sel selector, resource string) (*result, error) {
+func viaADAL(ctx context.Context, sel selector, resource string) (*clients.Result, error) {
 	spt, err := adal.NewServicePrincipalTokenFromManagedIdentity(resource, &adal.ManagedIdentityOptions{
 		ClientID:           sel.clientID,
 		IdentityResourceID: sel.resourceID,
@@ -253,13 +241,13 @@ func viaADAL(ctx context.Context, sel selector, resource string) (*result, error
 }
 
 // describe builds the printed result from two tokens without exposing them.
-func describe(client, first, second string, fromCache *bool, expiresOn time.Time) (*result, error) {
+func describe(client, first, second string, fromCache *bool, expiresOn time.Time) (*clients.Result, error) {
 	claims, err := jwtClaims(first)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte(first))
-	return &result{
+	return &clients.Result{
 		Client:      client,
 		Calls:       2,
 		TokenSHA256: hex.EncodeToString(sum[:]),
