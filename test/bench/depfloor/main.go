@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	// Every package cmd/proxy imports that this file does not already.
 	_ "os/signal"
@@ -55,10 +56,17 @@ func main() {
 	ct := []string{"application/json; charset=utf-8"}
 	cl := []string{strconv.Itoa(len(body))}
 	fmt.Fprintf(os.Stderr, "depfloor: serving %d bytes on %s\n", len(body), ln.Addr())
-	log.Fatal(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		h := w.Header()
-		h["Content-Type"] = ct
-		h["Content-Length"] = cl
-		_, _ = w.Write(body)
-	})))
+	// The limit server's settings, so the two differ only in what is linked.
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			h := w.Header()
+			h["Content-Type"] = ct
+			h["Content-Length"] = cl
+			_, _ = w.Write(body)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	log.Fatal(srv.Serve(ln))
 }
