@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -41,8 +42,10 @@ type entraError struct {
 const maxErrorBody = 16 << 10
 
 // aadstsInText finds an AADSTS code in free text, for bodies whose
-// error_codes array is missing or malformed.
-var aadstsInText = regexp.MustCompile(`AADSTS([0-9]{1,9})`)
+// error_codes array is missing or malformed. The regular expressions of
+// this file serve failures only: they are compiled on first use, not in
+// every proxy's start-up.
+var aadstsInText = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`AADSTS([0-9]{1,9})`) })
 
 // parseEntraError decodes an Entra error body. It branches on error_codes,
 // as Entra's documentation asks, and falls back to the AADSTS prefix of
@@ -75,7 +78,7 @@ func parseEntraError(body []byte) (e entraError, ok bool) {
 		}
 	}
 	if e.Code == 0 {
-		if m := aadstsInText.FindStringSubmatch(e.Description); m != nil {
+		if m := aadstsInText().FindStringSubmatch(e.Description); m != nil {
 			if v, err := strconv.Atoi(m[1]); err == nil && v > 0 {
 				e.Code = v
 			}
@@ -249,12 +252,16 @@ func isDigits(s string) bool {
 }
 
 // jwtLike matches compact JWS/JWE strings.
-var jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*)*`)
+var jwtLike = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*)*`)
+})
 
 // secretField matches the value of a token-carrying field in JSON
 // ("access_token":"...") or form encoding (client_assertion=...), for
 // tokens that are not JWTs.
-var secretField = regexp.MustCompile(`(?i)("(?:access_token|refresh_token|id_token|client_assertion|client_secret)"\s*:\s*")[^"]*(")|((?:access_token|refresh_token|id_token|client_assertion|client_secret)=)[^&\s"]*`)
+var secretField = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)("(?:access_token|refresh_token|id_token|client_assertion|client_secret)"\s*:\s*")[^"]*(")|((?:access_token|refresh_token|id_token|client_assertion|client_secret)=)[^&\s"]*`)
+})
 
 // redact removes tokens from text bound for a log or an error message and
 // bounds its length. MSAL puts whole reply bodies into its errors (MSAL Go
@@ -264,8 +271,8 @@ func redact(s string) string {
 	if len(s) > maxErrorBody {
 		s = s[:maxErrorBody] + "...(truncated)"
 	}
-	s = secretField.ReplaceAllString(s, "${1}${3}[REDACTED]${2}")
-	return jwtLike.ReplaceAllString(s, "[REDACTED]")
+	s = secretField().ReplaceAllString(s, "${1}${3}[REDACTED]${2}")
+	return jwtLike().ReplaceAllString(s, "[REDACTED]")
 }
 
 // redactedError carries the redacted text of an error. It unwraps only to

@@ -25,6 +25,8 @@ type msalConfig struct {
 	instanceDiscovery bool
 	httpClient        *http.Client
 	maxClients        int
+	// defaultClientID is the pod's default identity, "" for none.
+	defaultClientID string
 	// assertion returns the projected service-account token; it re-reads
 	// the file on every call.
 	assertion func() (string, error)
@@ -64,8 +66,16 @@ func newMSALAcquirer(cfg msalConfig) (*msalAcquirer, error) {
 		return cfg.assertion()
 	})
 	// Build one client now so a bad authority fails at start, not on the
-	// first request. confidential.New makes no network call.
-	if _, err := a.newClient("00000000-0000-0000-0000-000000000000"); err != nil {
+	// first request: the default identity's, kept for its first exchange
+	// (and the prewarm), or a throwaway one without a default identity.
+	// confidential.New makes no network call.
+	var err error
+	if cfg.defaultClientID != "" {
+		_, err = a.client(cfg.defaultClientID)
+	} else {
+		_, err = a.newClient("00000000-0000-0000-0000-000000000000")
+	}
+	if err != nil {
 		return nil, fmt.Errorf("exchange: MSAL rejects authority %q: %w", cfg.authority, err)
 	}
 	return a, nil

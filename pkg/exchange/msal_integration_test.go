@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -493,5 +494,33 @@ func TestMSALPrewarmUnreachable(t *testing.T) {
 	env.emu.Close()
 	if err := env.src.Prewarm(context.Background()); err == nil {
 		t.Fatal("Prewarm against a closed authority succeeded")
+	}
+}
+
+// New builds the default identity's MSAL client, the one its first
+// exchange and the prewarm use, and no client for anyone else; without a
+// default identity it keeps none.
+func TestMSALClientBuiltAtNew(t *testing.T) {
+	for _, tt := range []struct {
+		name, defaultID string
+		want            []string
+	}{
+		{"default identity", " " + strings.ToUpper(clientA) + " ", []string{clientA}},
+		{"no default identity", "", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEmuEnv(t, func(c *Config) { c.DefaultClientID = tt.defaultID })
+			a := env.src.ex.acq.(*msalAcquirer)
+			var got []string
+			for el := a.lru.Front(); el != nil; el = el.Next() {
+				got = append(got, el.Value.(*msalClient).clientID)
+			}
+			if !slices.Equal(got, tt.want) || len(a.clients) != len(tt.want) {
+				t.Fatalf("clients after New = %v (map %d), want %v", got, len(a.clients), tt.want)
+			}
+			if n := env.emu.DiscoveryCalls() + env.emu.TotalTokenCalls(); n != 0 {
+				t.Errorf("New made %d requests to Entra, want 0", n)
+			}
+		})
 	}
 }

@@ -41,6 +41,7 @@ func New(cfg Config, deps Deps) (*Source, error) {
 		instanceDiscovery: instanceDiscovery(cfg.AuthorityHost),
 		httpClient:        deps.HTTPClient,
 		maxClients:        cfg.MaxIdentities,
+		defaultClientID:   normalizeID(cfg.DefaultClientID),
 		assertion:         s.tf.read,
 	})
 	if err != nil {

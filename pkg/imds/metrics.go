@@ -55,18 +55,48 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// Status codes from minCode up to maxCode get a cached counter; others
-// (never written by this proxy) are looked up per request.
-const (
-	minCode = 100
-	maxCode = 599
-)
+// cachedCodes are the status codes the proxy writes itself; each route
+// resolves their counters once. Other codes (the passthrough copies the real
+// IMDS's) are looked up per request.
+var cachedCodes = [...]int{200, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504, 508}
 
-// routeChildren are the label children of one route class.
+// codeSlot returns the index of code in cachedCodes, or -1.
+func codeSlot(code int) int {
+	switch code {
+	case 200:
+		return 0
+	case 400:
+		return 1
+	case 401:
+		return 2
+	case 403:
+		return 3
+	case 404:
+		return 4
+	case 405:
+		return 5
+	case 429:
+		return 6
+	case 500:
+		return 7
+	case 502:
+		return 8
+	case 503:
+		return 9
+	case 504:
+		return 10
+	case 508:
+		return 11
+	}
+	return -1
+}
+
+// routeChildren are the label children of one route class: a few hundred
+// bytes each, where a slot for every possible status code took 4 KB.
 type routeChildren struct {
 	name     string
 	duration atomic.Pointer[prometheus.Observer]
-	codes    [maxCode - minCode + 1]atomic.Pointer[prometheus.Counter]
+	codes    [len(cachedCodes)]atomic.Pointer[prometheus.Counter]
 }
 
 // observe records one answered request of route with status code, which
@@ -83,11 +113,12 @@ func (m *metrics) observe(route routeClass, code int, d time.Duration) {
 	}
 	(*obs).Observe(d.Seconds())
 
-	if code < minCode || code > maxCode {
+	i := codeSlot(code)
+	if i < 0 {
 		m.requests.WithLabelValues(rm.name, strconv.Itoa(code)).Inc()
 		return
 	}
-	slot := &rm.codes[code-minCode]
+	slot := &rm.codes[i]
 	c := slot.Load()
 	if c == nil {
 		cc := m.requests.WithLabelValues(rm.name, strconv.Itoa(code))

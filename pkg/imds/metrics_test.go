@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/imds-proxy/imds-proxy/pkg/exchange"
 )
 
 // counts gathers reg and returns the request counters by "route/code" and
@@ -50,11 +52,13 @@ func TestMetricsObserve(t *testing.T) {
 	m.observe(routeToken, 200, time.Millisecond)
 	m.observe(routeToken, 200, time.Millisecond)
 	m.observe(routeToken, 400, time.Millisecond)
-	// Codes outside the cached range are still counted, by their number.
+	// Codes without a cached counter are still counted, by their number.
 	m.observe(routeToken, 999, time.Millisecond)
+	m.observe(routeToken, 418, time.Millisecond)
+	m.observe(routeToken, 418, time.Millisecond)
 	m.observe(routeReadyz, 200, time.Millisecond)
 	requests, durations := counts(t, reg)
-	want := map[string]float64{"token/200": 2, "token/400": 1, "token/999": 1, "readyz/200": 1}
+	want := map[string]float64{"token/200": 2, "token/400": 1, "token/999": 1, "token/418": 2, "readyz/200": 1}
 	if len(requests) != len(want) {
 		t.Errorf("requests = %v, want %v", requests, want)
 	}
@@ -64,8 +68,39 @@ func TestMetricsObserve(t *testing.T) {
 		}
 	}
 	// Only routes that were served have series.
-	if len(durations) != 2 || durations["token"] != 4 || durations["readyz"] != 1 {
+	if len(durations) != 2 || durations["token"] != 6 || durations["readyz"] != 1 {
 		t.Errorf("durations = %v", durations)
+	}
+}
+
+// Every status the proxy writes itself has a cached counter, at its own
+// slot.
+func TestCachedCodes(t *testing.T) {
+	t.Parallel()
+	for i, c := range cachedCodes {
+		if got := codeSlot(c); got != i {
+			t.Errorf("codeSlot(%d) = %d, want %d", c, got, i)
+		}
+	}
+	for _, c := range []int{0, 100, 201, 302, 418, 501, 599, 999, -1} {
+		if got := codeSlot(c); got != -1 {
+			t.Errorf("codeSlot(%d) = %d, want -1", c, got)
+		}
+	}
+	for _, r := range []*reply{&replyBadTarget, &replyBadPath, &replyIdentityPath, &replyMethodGET, &replyMethodPOST,
+		&replyForwardedFor, &replyNoMetadata, &replyMalformedQuery, &replyTooManyParams, &replyBadAPIVersion,
+		&replyMissingResource, &replyManySelectors, &replyNotFound, &replyBlocked, &replyUpstreamTimeout,
+		&replyUpstreamUnreachable, &replyQuit, &replyBody, &replyConnect, &replyConnectQuit, &replyUpgrade,
+		&replyUpstreamSwitched, &replyAppServiceOff, &replyAppServicePath, &replyAppServiceAPIVersion,
+		&replyIdentityHeaderMissing, &replyIdentityHeaderWrong, new(loopReply(1501))} {
+		if codeSlot(r.status) < 0 {
+			t.Errorf("status %d (%s) has no cached counter", r.status, r.body)
+		}
+	}
+	for reason := exchange.ReasonUnavailable; reason <= exchange.ReasonTokenFile; reason++ {
+		if r := tokenErrorReply(&exchange.Error{Reason: reason}); codeSlot(r.status) < 0 {
+			t.Errorf("status %d of reason %s has no cached counter", r.status, reason)
+		}
 	}
 }
 

@@ -1,8 +1,6 @@
 package imds
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -48,17 +46,16 @@ type reply struct {
 }
 
 // errorBody renders the IMDS error shape {"error":..., "error_description":...}
-// as compact JSON without a trailing newline.
+// as compact JSON without a trailing newline, escaped by appendJSONString
+// (as encoding/json escapes with HTML escaping off) and without reflection:
+// the static replies below are rendered in every proxy's start-up.
 func errorBody(code, description string) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	// Encoding a struct of two strings cannot fail.
-	_ = enc.Encode(struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}{code, description})
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	b := make([]byte, 0, len(`{"error":"","error_description":""}`)+len(code)+len(description))
+	b = append(b, `{"error":`...)
+	b = appendJSONString(b, code)
+	b = append(b, `,"error_description":`...)
+	b = appendJSONString(b, description)
+	return append(b, '}')
 }
 
 // newReply builds an error reply.

@@ -1,11 +1,14 @@
 package imds
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +100,36 @@ func TestTokenErrorReply(t *testing.T) {
 				t.Errorf("Content-Length = %q; want %q", got, want)
 			}
 		})
+	}
+}
+
+// errorBody renders exactly what encoding/json renders with HTML escaping
+// off, for the texts error replies carry: plain text, quotes, backslashes,
+// <&>, line and paragraph separators, newlines and tabs, invalid UTF-8.
+func TestErrorBody(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ code, description, want string }{
+		{"invalid_request", "Required metadata header not specified",
+			`{"error":"invalid_request","error_description":"Required metadata header not specified"}`},
+		{"invalid_resource", `The resource is not valid (AADSTS500011: "a\\b" <&>)`,
+			`{"error":"invalid_resource","error_description":"The resource is not valid (AADSTS500011: \"a\\\\b\" <&>)"}`},
+		{"x", "line\nnext\ttab\u2028\u2029\xff", `{"error":"x","error_description":"line\nnext\ttab\u2028\u2029\ufffd"}`},
+		{"", "", `{"error":"","error_description":""}`},
+	} {
+		got := string(errorBody(tt.code, tt.description))
+		if got != tt.want {
+			t.Errorf("errorBody(%q, %q) = %s\nwant %s", tt.code, tt.description, got, tt.want)
+		}
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}{tt.code, tt.description})
+		if std := strings.TrimSuffix(b.String(), "\n"); got != std {
+			t.Errorf("errorBody(%q, %q) = %s; encoding/json says %s", tt.code, tt.description, got, std)
+		}
 	}
 }
 

@@ -3,10 +3,13 @@ package loadgen
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -162,5 +165,106 @@ func TestGet(t *testing.T) {
 	}
 	if resp.Status != 200 || string(resp.Body) != `{"x":1}` || !strings.Contains(string(resp.Header), "application/json") {
 		t.Fatalf("got %+v", resp)
+	}
+}
+
+func TestFillURI(t *testing.T) {
+	ids := []string{"a", "b"}
+	for i, want := range []string{
+		"/metadata/identity/oauth2/token?api-version=2018-02-01&client_id=a&resource=api%3A%2F%2Fimds-bench-fill-0000",
+		"/metadata/identity/oauth2/token?api-version=2018-02-01&client_id=b&resource=api%3A%2F%2Fimds-bench-fill-0001",
+		"/metadata/identity/oauth2/token?api-version=2018-02-01&client_id=a&resource=api%3A%2F%2Fimds-bench-fill-0002",
+	} {
+		if got := FillURI(i, ids); got != want {
+			t.Errorf("FillURI(%d) = %q, want %q", i, got, want)
+		}
+	}
+}
+
+// TestFill checks that every pair is asked for exactly once and every
+// status is counted.
+func TestFill(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		mu.Lock()
+		seen[q.Get("client_id")+" "+q.Get("resource")]++
+		mu.Unlock()
+		if q.Get("resource") == FillResource(3) {
+			http.Error(w, "no", http.StatusBadRequest)
+			return
+		}
+		_, _ = w.Write([]byte("{}"))
+	}))
+	defer srv.Close()
+	res, err := Fill(context.Background(), FillConfig{
+		Target:    Target{Addr: strings.TrimPrefix(srv.URL, "http://")},
+		ClientIDs: []string{"a", "b", "c"}, Resources: 10, Concurrency: 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 10 || res.Identities != 3 || res.Status[200] != 9 || res.Status[400] != 1 || res.Errors != 0 ||
+		!strings.Contains(res.FirstError, "status 400") {
+		t.Fatalf("result %+v", res)
+	}
+	if len(seen) != 10 {
+		t.Fatalf("%d distinct requests, want 10: %v", len(seen), seen)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("%s asked %d times", k, n)
+		}
+	}
+	if seen["a "+FillResource(9)] != 1 || seen["b "+FillResource(1)] != 1 {
+		t.Errorf("identities not round-robin: %v", seen)
+	}
+}
+
+// TestEntraTiming runs the discovery and token requests against a TLS
+// server shaped like Entra's endpoints and checks what each sends.
+func TestEntraTiming(t *testing.T) {
+	var tokenPosts, discoveries atomic.Int32
+	var form atomic.Value
+	var srv *httptest.Server
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/tenant-1/v2.0/.well-known/openid-configuration":
+			discoveries.Add(1)
+			_, _ = w.Write([]byte(`{"token_endpoint":"` + srv.URL + `/tenant-1/oauth2/v2.0/token"}`))
+		case r.Method == http.MethodPost && r.URL.Path == "/tenant-1/oauth2/v2.0/token":
+			tokenPosts.Add(1)
+			_ = r.ParseForm()
+			form.Store(r.PostForm.Encode())
+			_, _ = w.Write([]byte(`{"access_token":"x"}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	tokenFile := t.TempDir() + "/token"
+	if err := os.WriteFile(tokenFile, []byte("header.payload.signature\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	res, err := EntraTiming(context.Background(), EntraConfig{
+		AuthorityHost: srv.URL + "/", Tenant: "tenant-1", ClientID: "client-1", Scope: "api://x/.default",
+		TokenFile: tokenFile, Runs: 3, RootCAs: pool,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 3 || discoveries.Load() != 6 || tokenPosts.Load() != 3 {
+		t.Fatalf("%d runs, %d discoveries, %d token posts; want 3, 6, 3", len(res.Runs), discoveries.Load(), tokenPosts.Load())
+	}
+	want := "client_assertion=header.payload.signature&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer" +
+		"&client_id=client-1&grant_type=client_credentials&scope=api%3A%2F%2Fx%2F.default"
+	if got := form.Load(); got != want {
+		t.Fatalf("token POST form\n got %v\nwant %v", got, want)
+	}
+	if res.Handshake <= 0 || res.TokenWarm <= 0 || res.DiscoveryWarm <= 0 || res.Answer != res.DiscoveryWarm+res.TokenWarm {
+		t.Fatalf("durations %+v", res)
 	}
 }

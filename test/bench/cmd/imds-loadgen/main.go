@@ -8,6 +8,8 @@
 //	imds-loadgen stampede -n 500 [-uri ...]
 //	imds-loadgen get      -uri /metrics [-body-out file]
 //	imds-loadgen startup  -runs 7 -port 18200 -uid 1501 -- /path/to/proxy [args]
+//	imds-loadgen fill     -n 1000 -c 8 -client-ids id1,id2,...
+//	imds-loadgen entra    -runs 9 -client-id ... -scope ...   (AZURE_* from the environment)
 package main
 
 import (
@@ -33,7 +35,7 @@ const DefaultURI = "/metadata/identity/oauth2/token?api-version=2018-02-01&resou
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: imds-loadgen steady|stampede|get|startup [flags]")
+		fmt.Fprintln(os.Stderr, "usage: imds-loadgen steady|stampede|get|startup|fill|entra [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -49,6 +51,10 @@ func main() {
 		out, err = get(ctx, os.Args[2:])
 	case "startup":
 		out, err = startup(ctx, os.Args[2:])
+	case "fill":
+		out, err = fill(ctx, os.Args[2:])
+	case "entra":
+		out, err = entra(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}
@@ -98,6 +104,36 @@ func stampede(ctx context.Context, args []string) (any, error) {
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on the whole stampede")
 	_ = fs.Parse(args)
 	return loadgen.Stampede(ctx, loadgen.StampedeConfig{Target: target(), N: *n, Timeout: *timeout})
+}
+
+func fill(ctx context.Context, args []string) (any, error) {
+	fs := flag.NewFlagSet("fill", flag.ExitOnError)
+	target := targetFlags(fs)
+	n := fs.Int("n", 1000, "token requests, one distinct resource each")
+	c := fs.Int("c", 8, "requests in flight at once")
+	ids := fs.String("client-ids", "", "comma-separated client ids, asked for round-robin (required)")
+	_ = fs.Parse(args)
+	return loadgen.Fill(ctx, loadgen.FillConfig{
+		Target: target(), ClientIDs: strings.Split(*ids, ","), Resources: *n, Concurrency: *c,
+	})
+}
+
+// entra times Entra's answers to a first exchange, with the pod's
+// AZURE_AUTHORITY_HOST, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE.
+func entra(ctx context.Context, args []string) (any, error) {
+	fs := flag.NewFlagSet("entra", flag.ExitOnError)
+	runs := fs.Int("runs", 9, "runs, each on a fresh connection")
+	clientID := fs.String("client-id", "", "client id to exchange as (required)")
+	scope := fs.String("scope", "api://imds-bench-entra-timing/.default", "scope of the tokens requested")
+	_ = fs.Parse(args)
+	return loadgen.EntraTiming(ctx, loadgen.EntraConfig{
+		AuthorityHost: os.Getenv("AZURE_AUTHORITY_HOST"),
+		Tenant:        os.Getenv("AZURE_TENANT_ID"),
+		TokenFile:     os.Getenv("AZURE_FEDERATED_TOKEN_FILE"),
+		ClientID:      *clientID,
+		Scope:         *scope,
+		Runs:          *runs,
+	})
 }
 
 // GetResult is the JSON answer of the get subcommand.
