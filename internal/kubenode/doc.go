@@ -10,7 +10,7 @@
 //
 //	network namespace Options.Netns (shared with the API server, the
 //	Entra emulator and the fake IMDS of internal/podenv and internal/kubeenv)
-//	  cni0  bridge, Gateway/24 (169.254.200.1 by default)
+//	  cni0  bridge, Gateway/24 (169.254.200.1 by default), a fixed MAC address
 //	    veth ── pod network namespace (made by containerd through CNI):
 //	            eth0 169.254.200.x, default route via the gateway
 //	  containerd   ─┐ one private mount namespace: tmpfs over /run, /var/lib,

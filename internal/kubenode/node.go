@@ -233,10 +233,18 @@ func (n *Node) writeFiles(subnet netip.Prefix) error {
 
 // addBridge creates the pods' bridge in the node's namespace, with the
 // gateway address, before the first pod: the bridge plugin adopts it.
+//
+// The bridge gets a fixed MAC address. A Linux bridge whose address was
+// never set takes the lowest of its ports' addresses and changes it when
+// ports come and go, and the bridge plugin leaves it so. The pods' ARP
+// entries for the gateway then name an address nobody answers to, and a
+// running pod's new connections out of the node go unanswered until the
+// entry goes stale, tens of seconds later: seen as a restarted sidecar
+// that could not reach Entra while another pod's veth was deleted.
 func (n *Node) addBridge(ctx context.Context, subnet netip.Prefix) error {
 	gw := netip.PrefixFrom(n.Gateway, subnet.Bits()).String()
 	for _, args := range [][]string{
-		{"-n", n.Netns, "link", "add", cniBridge, "type", "bridge"},
+		{"-n", n.Netns, "link", "add", cniBridge, "address", bridgeMAC(n.Gateway), "type", "bridge"},
 		{"-n", n.Netns, "addr", "add", gw, "dev", cniBridge},
 		{"-n", n.Netns, "link", "set", cniBridge, "up"},
 	} {
@@ -245,6 +253,13 @@ func (n *Node) addBridge(ctx context.Context, subnet netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// bridgeMAC is the bridge's address: locally administered and unicast
+// (02:00), then the gateway's IPv4 address.
+func bridgeMAC(gw netip.Addr) string {
+	a := gw.As4()
+	return fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3])
 }
 
 // daemonEnv is the environment of containerd and the kubelet: PATH for

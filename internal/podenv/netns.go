@@ -143,7 +143,10 @@ func deleteNetns(name string) error {
 				}
 			}
 		}
-		if err := run(context.Background(), "ip", "netns", "del", name); err != nil {
+		if err := run(context.Background(), "ip", "netns", "del", name); err != nil && !gone(filepath.Join(netnsDir, name)) {
+			// Gone meanwhile is not a failure: the namespace's own run, or
+			// the CleanStale of a test binary running beside this one,
+			// removed it between the Stat and here.
 			errs = append(errs, err)
 		}
 	}
@@ -151,6 +154,12 @@ func deleteNetns(name string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// gone reports whether path no longer exists.
+func gone(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, os.ErrNotExist)
 }
 
 // TempDir makes a directory (mode 0755, so UIDs such as 1501 can reach
