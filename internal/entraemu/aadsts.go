@@ -10,7 +10,7 @@ import (
 )
 
 // AADSTS codes the emulator answers with. Statuses and OAuth error names
-// follow what Entra ID returns for each (see docs/imds-protocol.md and the
+// follow what Entra ID returns for each (see docs/imds.md and the
 // issue threads cited there).
 const (
 	CodeTenantNotFound        = 90002   // Tenant not found; 400 invalid_tenant.

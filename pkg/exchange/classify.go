@@ -105,7 +105,7 @@ const (
 )
 
 // aadstsClass maps the AADSTS codes the proxy tells apart to what they mean
-// for the client (docs/imds-protocol.md lists them with their sources).
+// for the client (docs/imds.md lists them with their sources).
 func aadstsClass(code int) codeClass {
 	switch code {
 	case 700016: // application not found in the tenant

@@ -10,7 +10,7 @@ const defaultScopeSuffix = "/.default"
 // "https://database.windows.net/" must become
 // "https://database.windows.net//.default" to keep its trailing slash
 // (azure-workload-identity pkg/proxy getScope does the same; see
-// docs/imds-protocol.md).
+// docs/imds.md).
 func scopeFor(resource string) string {
 	if strings.HasSuffix(resource, defaultScopeSuffix) {
 		return resource

@@ -5,7 +5,7 @@
 // run the iptables redirect (docs/app-service.md).
 //
 // It owns request routing around a pure path normaliser, the validation
-// order of token requests (docs/imds-protocol.md), the refusal of requests
+// order of token requests (docs/imds.md), the refusal of requests
 // that would hold or tunnel a connection, the wire format of token replies
 // and errors of both protocols, the mapping of token-source failures to
 // HTTP statuses, the passthrough of the non-identity IMDS categories to the

@@ -214,7 +214,7 @@ var selectorParams = [...]struct {
 //
 // Unknown parameters are ignored: msal-node sends xms_cc and
 // token_sha256_to_refresh, other clients may send more
-// (docs/imds-protocol.md). But a selector never falls open to the default
+// (docs/imds.md). But a selector never falls open to the default
 // identity: a miscased or empty one is refused, not ignored. Both
 // protocols accept every selector spelling of either, so a client that
 // mixes them (azure-identity passes its identity_config through verbatim)

@@ -66,7 +66,7 @@ func newReply(status int, code, description string) reply {
 // Static replies, rendered once. The validation steps before the token
 // source answer with these, so a bare availability probe (azidentity and
 // @azure/identity send GET with no query and no Metadata header and a 1 s
-// timeout; docs/imds-protocol.md) costs no encoding work.
+// timeout; docs/imds.md) costs no encoding work.
 var (
 	replyBadTarget = newReply(http.StatusBadRequest, "invalid_request",
 		"Absolute-form request targets are not supported; send the request to the metadata address directly, not through an HTTP proxy")
@@ -174,7 +174,7 @@ func shortName(name string) string {
 }
 
 // tokenErrorReply maps a token-source failure to its IMDS reply
-// (docs/imds-protocol.md, "Errors").
+// (docs/imds.md, "Errors").
 // It is the only place where a failure becomes a status code. Permanent
 // failures are 4xx so that clients do not retry them: azidentity, MSAL and
 // go-autorest retry 5xx up to six times.
@@ -189,7 +189,7 @@ func tokenErrorReply(err error) reply {
 		// Azure CLI (MSAL Python era) falls back from client id to object
 		// id when the description contains "Identity not found"; the
 		// msrestazure era matches the status line "400 Bad Request". Both
-		// must hold (docs/imds-protocol.md).
+		// must hold (docs/imds.md).
 		return newReply(http.StatusBadRequest, "invalid_request", "Identity not found"+cause(e))
 	case exchange.ReasonInvalidResource:
 		return newReply(http.StatusBadRequest, "invalid_resource", "The resource is not valid"+cause(e))

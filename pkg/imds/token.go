@@ -22,7 +22,7 @@ const maxPooledBody = 64 << 10
 // them as strings), go-autorest adal and old Java clients fail on anything
 // else, MSAL Go fails on an empty numeric string, and on the IMDS path
 // msal-node reads only expires_on and MSAL Python only expires_in, so both
-// are always present (docs/imds-protocol.md, "Success reply"). The body is compact JSON without a
+// are always present (docs/imds.md, "Success reply"). The body is compact JSON without a
 // trailing newline and goes out with an explicit Content-Length, never
 // chunked: Hadoop's ABFS/ADLS clients reject chunked token replies, which Go
 // produces for bodies over 2 KB written without a length

@@ -145,7 +145,7 @@ type wantToken struct {
 	ObjectID string // when set, the token's oid
 }
 
-// tokenKeys are the keys of a success body (docs/imds-protocol.md, Success
+// tokenKeys are the keys of a success body (docs/imds.md, Success
 // reply); ext_expires_in is optional ("when known").
 var tokenKeys = []string{"access_token", "client_id", "expires_in", "expires_on", "not_before", "refresh_token", "resource", "token_type"}
 
@@ -224,7 +224,7 @@ func checkToken(t *testing.T, r wireReply, want wantToken) string {
 }
 
 // scopeOf is the Entra scope the proxy asks for a resource: "/.default"
-// appended verbatim unless it is there (docs/imds-protocol.md, Resource to
+// appended verbatim unless it is there (docs/imds.md, Resource to
 // scope).
 func scopeOf(resource string) string {
 	if strings.HasSuffix(resource, "/.default") {

@@ -66,7 +66,7 @@ type Response struct {
 	// Header holds the raw header block when the caller asked for the body.
 	Header []byte
 	// Chunked is set for a chunked reply. Token replies must never be
-	// chunked (docs/imds-protocol.md, Success reply); /metrics may be.
+	// chunked (docs/imds.md, Success reply); /metrics may be.
 	Chunked bool
 }
 

@@ -370,7 +370,7 @@ func (b *bench) warmPhase(ctx context.Context) (stopLimit func(), err error) {
 		return stopLimit, fmt.Errorf("warm-up token request: status %d: %s\n%s", g.Status, g.Body, tailFile(b.env.ProxyLog))
 	}
 	if !strings.Contains(strings.ToLower(g.Header), "content-length:") {
-		r.Notes = append(r.Notes, "the proxy's token reply has no Content-Length (every token reply must carry one: docs/imds-protocol.md)")
+		r.Notes = append(r.Notes, "the proxy's token reply has no Content-Length (every token reply must carry one: docs/imds.md)")
 	}
 	if err := os.WriteFile(bodyFile, []byte(g.Body), 0o644); err != nil {
 		return stopLimit, err
