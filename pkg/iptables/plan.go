@@ -176,16 +176,6 @@ func (rs Ruleset) Table(table string) (TableRules, bool) {
 	return TableRules{}, false
 }
 
-// Owns reports whether chain is one of the Ruleset's chains, in any table.
-func (rs Ruleset) Owns(chain string) bool {
-	for _, t := range rs.Tables {
-		if t.Owns(chain) {
-			return true
-		}
-	}
-	return false
-}
-
 // String renders the Ruleset in iptables-save syntax, one section per table
 // in order, each jump shown as the insertion at position 1 it is. Dry runs
 // print it and golden tests compare it.

@@ -14,14 +14,9 @@ import (
 	"github.com/imds-proxy/imds-proxy/pkg/imds"
 )
 
-// Defaults that both the proxy and proxy-init must agree on.
-const (
-	// DefaultProxyPort is the webhook's default sidecar port.
-	DefaultProxyPort = 8000
-	// DefaultExemptUID is the UID of the proxy image (USER 1501:1501) that
-	// proxy-init exempts from the redirect.
-	DefaultExemptUID = 1501
-)
+// DefaultProxyPort is the webhook's default sidecar port, which proxy-init
+// must redirect to as well.
+const DefaultProxyPort = 8000
 
 // Options are the proxy's flags. Every option except the mode switches
 // falls back to an environment variable, named in --help.
@@ -88,7 +83,7 @@ func NewOptions() *Options {
 		MaxEntries:             exchange.DefaultMaxEntries,
 		MaxConcurrentExchanges: exchange.DefaultMaxConcurrentExchanges,
 		MaxConnections:         imds.DefaultMaxConnections,
-		ExemptUID:              DefaultExemptUID,
+		ExemptUID:              imds.DefaultExemptUID,
 	}
 }
 
