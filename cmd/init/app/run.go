@@ -17,8 +17,13 @@ import (
 // Run executes the mode o selects: dry run, check, cleanup, or (by default)
 // apply. Errors carry their exit code; a failure whose cause proxy-init
 // recognises (iptables missing, no NET_ADMIN, rules of others in the way)
-// says so first.
+// says so first. A refusal for lack of privilege is recognised here, once,
+// whichever iptables call met it.
 func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer, log logr.Logger) error {
+	return explainPrivilege(run(ctx, o, cfg, stdout, log))
+}
+
+func run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer, log logr.Logger) error {
 	rs := iptables.Plan(cfg)
 	if o.DryRun {
 		_, err := fmt.Fprintf(stdout, "# proxy-init dry run (--iptables-mode=%s): nothing was changed\n%s", o.IPTablesMode, rs)
@@ -38,7 +43,7 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 	log = log.WithValues("backend", backend)
 	a, err := newApplier(log, bins.iptables, o.LockWait)
 	if err != nil {
-		return withCode(ExitFailed, explainPrivilege(err))
+		return withCode(ExitFailed, err)
 	}
 
 	start := time.Now()
@@ -50,7 +55,7 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 			return withCode(ExitNotInPlace, err)
 		}
 		if err != nil {
-			return withCode(ExitFailed, explainPrivilege(err))
+			return withCode(ExitFailed, err)
 		}
 		log.Info("rules are in place and our jumps are first in OUTPUT of the filter and nat tables")
 		return printOwnRules(ctx, stdout, bins, rs)
@@ -76,7 +81,7 @@ func Run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 // of privilege, or rules of others that jump into our chains.
 func explainFailure(ctx context.Context, log logr.Logger, bins binaries, rs iptables.Ruleset, err error) error {
 	if lacksPrivilege(err) {
-		return explainPrivilege(err)
+		return err // Run explains it; a dump would be refused too
 	}
 	dump, dumpErr := saveTables(ctx, bins, rs)
 	if dumpErr != nil {
@@ -106,7 +111,7 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 	legacy, legacyErr := save(ctx, legacySave)
 	for _, err := range []error{nftErr, legacyErr} {
 		if lacksPrivilege(err) {
-			return "", explainPrivilege(err)
+			return "", err
 		}
 	}
 	if nftErr != nil && legacyErr != nil {
@@ -137,7 +142,7 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 func printOwnRules(ctx context.Context, stdout io.Writer, bins binaries, rs iptables.Ruleset) error {
 	out, err := saveTables(ctx, bins, rs)
 	if err != nil {
-		return withCode(ExitFailed, explainPrivilege(err))
+		return withCode(ExitFailed, err)
 	}
 	_, err = io.WriteString(stdout, iptables.OwnRules(out, rs))
 	return err
