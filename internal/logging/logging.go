@@ -192,3 +192,40 @@ func Warn(l logr.Logger, msg string, kv ...any) {
 		s.emit(slog.LevelWarn, msg, nil, kv, 0)
 	}
 }
+
+// SlogHandler returns l as a slog.Handler, for the standard library's
+// loggers (http.Server.ErrorLog, httputil.ReverseProxy.ErrorLog). For a
+// logger built by New it keeps slog's levels: logr.ToSlogHandler judges
+// every record between info and error as V(0), so at the webhook's default
+// level ("", warnings and errors) it would drop the warnings these loggers
+// write. Any other logger gets logr.ToSlogHandler.
+func SlogHandler(l logr.Logger) slog.Handler {
+	if s, ok := l.GetSink().(*sink); ok {
+		return sinkHandler{s: s, bias: slog.Level(l.GetV())}
+	}
+	return logr.ToSlogHandler(l)
+}
+
+// sinkHandler is a sink seen as a slog.Handler; bias is the logger's V
+// level, which lowers every record's level as V(n) does.
+type sinkHandler struct {
+	s    *sink
+	bias slog.Level
+}
+
+func (h sinkHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.s.handler.Enabled(ctx, level-h.bias)
+}
+
+func (h sinkHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.Level -= h.bias
+	return h.s.Handle(ctx, r)
+}
+
+func (h sinkHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return sinkHandler{s: h.s.WithAttrs(attrs).(*sink), bias: h.bias}
+}
+
+func (h sinkHandler) WithGroup(name string) slog.Handler {
+	return sinkHandler{s: h.s.WithGroup(name).(*sink), bias: h.bias}
+}

@@ -160,3 +160,35 @@ func TestSourceIsTheCaller(t *testing.T) {
 		}
 	}
 }
+
+// TestSlogHandlerKeepsWarnings: the standard library's loggers, bridged
+// with SlogHandler at warning level, still write at the webhook's default
+// level (""), with the logger's name; info records through the bridge are
+// dropped there, and a V(1) logger lowers every record by one level.
+func TestSlogHandlerKeepsWarnings(t *testing.T) {
+	t.Parallel()
+	level, _ := ParseLevel("")
+	var buf bytes.Buffer
+	log := New(&buf, level).WithName("imds")
+	slog.NewLogLogger(SlogHandler(log), slog.LevelWarn).Print("http: panic serving 127.0.0.1:1: boom")
+	slog.New(SlogHandler(log)).Info("not at this level")
+	slog.New(SlogHandler(log.V(1))).Warn("a V(1) warning is info, not shown at this level")
+	slog.New(SlogHandler(log.WithValues("k", "v"))).With("a", 1).Error("e", "b", 2)
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		delete(m, "time")
+		b, _ := json.Marshal(m)
+		got = append(got, string(b))
+	}
+	want := []string{
+		`{"level":"warning","logger":"imds","msg":"http: panic serving 127.0.0.1:1: boom"}`,
+		`{"a":1,"b":2,"k":"v","level":"error","logger":"imds","msg":"e"}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -380,7 +380,7 @@ func (s *Server) passthroughHandler() http.Handler {
 				"upstream", s.upstream.String(), "path", r.URL.Path, "error", err.Error())
 			writeReply(w, rep)
 		},
-		ErrorLog: slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
+		ErrorLog: slog.NewLogLogger(logging.SlogHandler(s.log), slog.LevelWarn),
 	}
 	timeout := s.cfg.PassthroughTimeout
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -471,7 +471,7 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 		// refused as a bad target) instead of net/http's own handler,
 		// which would read a declared body without a deadline.
 		DisableGeneralOptionsHandler: true,
-		ErrorLog:                     slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelWarn),
+		ErrorLog:                     slog.NewLogLogger(logging.SlogHandler(s.log), slog.LevelWarn),
 	}
 }
 
