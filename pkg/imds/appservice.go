@@ -145,17 +145,14 @@ func (s *appServiceSecret) check(h http.Header) *reply {
 // does not send it on this protocol (apps/managedidentity
 // createAppServiceAuthRequest), MSAL Python does.
 func checkAppServiceRequest(r *http.Request, secret *appServiceSecret) *reply {
-	if r.Method != http.MethodGet {
-		return &replyMethodGET
-	}
-	if _, ok := r.Header["X-Forwarded-For"]; ok {
-		return &replyForwardedFor
+	if rep := checkMethodAndForwarding(r, http.MethodGet); rep != nil {
+		return rep
 	}
 	return secret.check(r.Header)
 }
 
-// Refusals that only the App Service endpoint sends. Their code is used
-// only in the logs; the client sees the status and the description.
+// Refusals that only the App Service endpoint sends. The client sees the
+// status and the description; the code shapes only the IMDS rendering.
 var (
 	replyAppServiceOff = newReply(http.StatusNotFound, "not_found",
 		"The App Service managed identity endpoint is off: give the proxy the secret in IDENTITY_HEADER or --identity-header-file")

@@ -206,17 +206,9 @@ func (c Config) Validate() error {
 
 var errNegative = errors.New("must not be negative")
 
-// ParseUpstream validates an upstream IMDS URL: http or https, a host, an
-// optional port, and nothing but an optional "/" as path.
-func ParseUpstream(s string) (*url.URL, error) {
-	u, err := parseUpstream(s)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %q: %w", s, err)
-	}
-	return u, nil
-}
-
-// parseUpstream is ParseUpstream with errors that do not repeat the value.
+// parseUpstream validates an upstream IMDS URL: http or https, a host, an
+// optional port, and nothing but an optional "/" as path. Its errors do not
+// repeat the value (FieldError names it).
 func parseUpstream(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {

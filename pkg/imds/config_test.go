@@ -138,23 +138,23 @@ func TestValidateFieldErrors(t *testing.T) {
 	}
 }
 
-// ParseUpstream is what the command uses for --upstream: its messages
-// name the value once.
+// parseUpstream checks Config.Upstream; its messages leave the value out,
+// which the FieldError around them names.
 func TestParseUpstream(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ in, want, err string }{
 		{"http://169.254.169.254", "http://169.254.169.254", ""},
 		{"http://169.254.169.254/", "http://169.254.169.254", ""},
 		{"HTTPS://Host:443", "https://Host:443", ""},
-		{"http://x/metadata", "", `upstream "http://x/metadata": must be scheme://host[:port] without path, query or credentials`},
-		{"http://x:99999", "", `upstream "http://x:99999": port "99999" is not a port number`},
+		{"http://x/metadata", "", `must be scheme://host[:port] without path, query or credentials`},
+		{"http://x:99999", "", `port "99999" is not a port number`},
 	} {
-		u, err := ParseUpstream(tt.in)
+		u, err := parseUpstream(tt.in)
 		switch {
 		case tt.err != "" && (err == nil || err.Error() != tt.err):
-			t.Errorf("ParseUpstream(%q) error = %v; want %s", tt.in, err, tt.err)
+			t.Errorf("parseUpstream(%q) error = %v; want %s", tt.in, err, tt.err)
 		case tt.err == "" && (err != nil || u.String() != tt.want):
-			t.Errorf("ParseUpstream(%q) = %v, %v; want %s", tt.in, u, err, tt.want)
+			t.Errorf("parseUpstream(%q) = %v, %v; want %s", tt.in, u, err, tt.want)
 		}
 	}
 }

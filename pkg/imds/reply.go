@@ -29,12 +29,11 @@ const maxRetryAfter = 25 * time.Second
 const defaultRetryAfter = 5 * time.Second
 
 // reply is a complete JSON answer: status, body and an optional
-// Retry-After in seconds. An error reply also keeps its code and
-// description, so that the App Service endpoint can render the same refusal
-// in its own shape (appServiceErrorBody); body is the IMDS rendering.
+// Retry-After in seconds. An error reply also keeps its description, so
+// that the App Service endpoint can render the same refusal in its own
+// shape (appServiceErrorBody); body is the IMDS rendering.
 type reply struct {
 	status      int
-	code        string
 	description string
 	body        []byte
 	retryAfter  int
@@ -60,7 +59,7 @@ func errorBody(code, description string) []byte {
 
 // newReply builds an error reply.
 func newReply(status int, code, description string) reply {
-	return reply{status: status, code: code, description: description, body: errorBody(code, description)}
+	return reply{status: status, description: description, body: errorBody(code, description)}
 }
 
 // Static replies, rendered once. The validation steps before the token

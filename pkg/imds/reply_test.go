@@ -184,8 +184,14 @@ func TestRepliesKeepCodeAndDescription(t *testing.T) {
 		"AppServiceOff": &replyAppServiceOff, "AppServicePath": &replyAppServicePath, "AppServiceAPIVersion": &replyAppServiceAPIVersion,
 		"IdentityHeaderMissing": &replyIdentityHeaderMissing, "IdentityHeaderWrong": &replyIdentityHeaderWrong,
 	} {
-		if r.code == "" || r.description == "" || string(r.body) != string(errorBody(r.code, r.description)) {
-			t.Errorf("reply%s: code %q, description %q, body %s", name, r.code, r.description, r.body)
+		var b struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		err := json.Unmarshal(r.body, &b)
+		if err != nil || b.Error == "" || r.description == "" || b.Description != r.description ||
+			string(r.body) != string(errorBody(b.Error, r.description)) {
+			t.Errorf("reply%s: description %q, body %s (%v)", name, r.description, r.body, err)
 		}
 		if r.status < 400 {
 			t.Errorf("reply%s: status %d", name, r.status)

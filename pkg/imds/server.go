@@ -183,21 +183,30 @@ func textHandler(body string) statusHandler {
 // this order: method, X-Forwarded-For, Metadata header. It returns the
 // reply that refuses the request, or nil.
 func checkIMDSRequest(r *http.Request, method string) *reply {
+	if rep := checkMethodAndForwarding(r, method); rep != nil {
+		return rep
+	}
+	// The Metadata header is IMDS's SSRF guard; the value must be "true"
+	// (IMDS how-to-use-vm-token). Checked exactly, as NMI does.
+	if v := r.Header["Metadata"]; len(v) != 1 || v[0] != "true" {
+		return &replyNoMetadata
+	}
+	return nil
+}
+
+// checkMethodAndForwarding applies the first two checks every token and
+// metadata endpoint shares: the method, then no X-Forwarded-For. IMDS
+// refuses requests that went through a forwarding proxy ("Security and
+// authentication" in the IMDS documentation), and so does App Service.
+func checkMethodAndForwarding(r *http.Request, method string) *reply {
 	if r.Method != method {
 		if method == http.MethodPost {
 			return &replyMethodPOST
 		}
 		return &replyMethodGET
 	}
-	// IMDS refuses requests that went through a forwarding proxy
-	// ("Security and authentication" in the IMDS documentation).
 	if _, ok := r.Header["X-Forwarded-For"]; ok {
 		return &replyForwardedFor
-	}
-	// The Metadata header is IMDS's SSRF guard; the value must be "true"
-	// (IMDS how-to-use-vm-token). Checked exactly, as NMI does.
-	if v := r.Header["Metadata"]; len(v) != 1 || v[0] != "true" {
-		return &replyNoMetadata
 	}
 	return nil
 }
