@@ -104,9 +104,6 @@ const (
 	// lookupStale: a token below the floor but inside the stale grace,
 	// while Entra is failing or throttling this key.
 	lookupStale
-	// lookupForced: the client asked for a fresh token and the rate limit
-	// grants it; exchange.
-	lookupForced
 	// lookupNegative: a remembered failure answers the request.
 	lookupNegative
 )
@@ -171,10 +168,7 @@ func (c *tokenCache) lookup(k cacheKey, req Request, now time.Time, serve bool) 
 			return r
 		}
 	}
-	r.kind = lookupMiss
-	if r.forced {
-		r.kind = lookupForced
-	}
+	r.kind = lookupMiss // r.forced tells a granted forced refresh
 	return r
 }
 

@@ -66,10 +66,10 @@ func (x *exchanger) refresh(ctx context.Context, k cacheKey, seen uint64) *Error
 	return err
 }
 
-// noSlot records a flight that found no free slot within the exchange
-// timeout like a failed exchange: logged, and a cached token inside the
-// stale grace is served for a while without queueing again.
-func (x *exchanger) noSlot(k cacheKey, xerr *Error) {
+// failed records a failed exchange, or a flight that found no free slot
+// within the exchange timeout: in the cache (negative entry, back-off, the
+// stale grace) and in the folded failure log.
+func (x *exchanger) failed(k cacheKey, xerr *Error) {
 	now := x.clock.Now()
 	x.cache.recordFailure(k, xerr, now)
 	x.failures.failed(k, xerr, now)
@@ -83,12 +83,11 @@ func (x *exchanger) run(ctx context.Context, k cacheKey, seen uint64) (Token, *E
 	start := time.Now()
 	res, xerr := x.acquire(ctx, k)
 	x.m.observeExchange(time.Since(start), xerr)
-	now := x.clock.Now()
 	if xerr != nil {
-		x.cache.recordFailure(k, xerr, now)
-		x.failures.failed(k, xerr, now)
+		x.failed(k, xerr)
 		return Token{}, xerr
 	}
+	now := x.clock.Now()
 	c, _ := decodeClaims(res.AccessToken) // opaque tokens keep MSAL's expiry
 	tok := newToken(k.clientID, res, c, now)
 	lifetime, evicted := x.cache.store(k, tok, now)

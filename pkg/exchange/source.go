@@ -41,7 +41,7 @@ func New(cfg Config, deps Deps) (*Source, error) {
 		instanceDiscovery: instanceDiscovery(cfg.AuthorityHost),
 		httpClient:        deps.HTTPClient,
 		maxClients:        cfg.MaxIdentities,
-		defaultClientID:   normalizeID(cfg.DefaultClientID),
+		defaultClientID:   s.cfg.DefaultClientID,
 		assertion:         s.tf.read,
 	})
 	if err != nil {
@@ -52,11 +52,13 @@ func New(cfg Config, deps Deps) (*Source, error) {
 }
 
 // newSource builds everything but the acquirer from a Config with its
-// defaults applied; tests set their own acquirer.
+// defaults applied; tests set their own acquirer. It normalises the
+// default client id once (normalizeID), as every cache key holds it.
 func newSource(cfg Config, deps Deps) (*Source, error) {
 	if deps.Registerer == nil {
 		return nil, errors.New("exchange: a prometheus Registerer is required")
 	}
+	cfg.DefaultClientID = normalizeID(cfg.DefaultClientID)
 	clock := deps.Clock
 	if clock == nil {
 		clock = realClock{}
@@ -92,7 +94,7 @@ func newSource(cfg Config, deps Deps) (*Source, error) {
 
 		failures: newFailureLog(s.log, failureLogInterval, cfg.MaxEntries),
 	}
-	s.ex.flights = newFlightGroup(cfg.MaxConcurrentExchanges, cfg.ExchangeTimeout, m, s.ex.noSlot)
+	s.ex.flights = newFlightGroup(cfg.MaxConcurrentExchanges, cfg.ExchangeTimeout, m, s.ex.failed)
 	return s, nil
 }
 
@@ -108,7 +110,7 @@ func (s *Source) Token(ctx context.Context, req Request) (Token, error) {
 			return Token{}, &Error{Reason: ReasonIdentityNotFound,
 				Detail: "no default identity is configured: AZURE_CLIENT_ID is not set; annotate the service account with azure.workload.identity/client-id or name an identity in the request"}
 		}
-		return s.token(ctx, normalizeID(s.cfg.DefaultClientID), scope, req, false)
+		return s.token(ctx, s.cfg.DefaultClientID, scope, req, false)
 	case SelectClientID:
 		if strings.TrimSpace(req.Identity.Value) == "" {
 			return Token{}, &Error{Reason: ReasonIdentityNotFound, Detail: "empty client id"}
@@ -200,7 +202,7 @@ func (s *Source) Prewarm(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ExchangeTimeout)
 	defer cancel()
-	return p.prewarm(ctx, normalizeID(s.cfg.DefaultClientID))
+	return p.prewarm(ctx, s.cfg.DefaultClientID)
 }
 
 // normalizeID lower-cases a client id: Entra application ids are GUIDs,

@@ -84,11 +84,6 @@ func (cfg Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkTenant accepts what can stand as the tenant segment of the
-// authority URL: a tenant GUID or domain name. MSAL Go takes the first path
-// segment of the authority as the tenant, and reads "adfs" and "dstsv2"
-// there as other kinds of authority (MSAL Go v1.10.1
-// authority.NewInfoFromAuthorityURI).
 // maxTenantIDLength bounds a tenant ID: a GUID has 36 characters, a domain
 // name at most 253.
 const maxTenantIDLength = 253
