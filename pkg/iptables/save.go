@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -67,41 +68,53 @@ func Detect(nftSave, legacySave string) (Backend, string) {
 // OwnRules filters the output of iptables-save to the lines that belong to
 // rs: for each of our tables in the dump, its header, our chains, their
 // rules, the jumps into them, and COMMIT. Counters are kept as printed, and
-// the tables keep the dump's order. The result is empty when the dump holds
-// none of our tables.
+// the tables come in rs's order, whatever the dump's. The result is empty
+// when the dump holds none of our tables.
 func OwnRules(save string, rs Ruleset) string {
-	var (
-		b     strings.Builder
-		table TableRules
-		in    bool // inside one of our tables
-	)
-	for _, line := range strings.Split(save, "\n") {
-		line = strings.TrimRight(line, "\r")
+	tables := make([]strings.Builder, len(rs.Tables))
+	walkOwnTables(save, rs, func(i int, line string) {
+		table := rs.Tables[i]
+		keep := false
 		switch {
-		case strings.HasPrefix(line, "*"):
-			table, in = rs.Table(line[1:])
-			if in {
-				b.WriteString(line + "\n")
-			}
-		case !in:
-		case line == "COMMIT":
-			b.WriteString(line + "\n")
-			in = false
+		case strings.HasPrefix(line, "*"), line == "COMMIT":
+			keep = true
 		case strings.HasPrefix(line, ":"):
-			if f := strings.Fields(line[1:]); len(f) > 0 && table.Owns(f[0]) {
-				b.WriteString(line + "\n")
-			}
+			f := strings.Fields(line[1:])
+			keep = len(f) > 0 && table.Owns(f[0])
 		case strings.HasPrefix(line, "-A "):
 			args, err := splitRule(line)
-			if err != nil || len(args) < 2 {
-				continue
-			}
-			if table.Owns(args[1]) || (args[1] == BuiltinChain && isOurs(args, table)) {
-				b.WriteString(line + "\n")
-			}
+			keep = err == nil && len(args) >= 2 &&
+				(table.Owns(args[1]) || (args[1] == BuiltinChain && isOurs(args, table)))
 		}
+		if keep {
+			tables[i].WriteString(line + "\n")
+		}
+	})
+	var b strings.Builder
+	for i := range tables {
+		b.WriteString(tables[i].String())
 	}
 	return b.String()
+}
+
+// walkOwnTables calls fn with each line of an iptables-save dump that lies
+// in one of rs's tables, from its "*table" header to its COMMIT, and the
+// index of that table in rs.Tables. Carriage returns are dropped.
+func walkOwnTables(save string, rs Ruleset, fn func(table int, line string)) {
+	in := -1 // the table we are in, or -1
+	for _, line := range strings.Split(save, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if strings.HasPrefix(line, "*") {
+			in = slices.IndexFunc(rs.Tables, func(t TableRules) bool { return t.Table == line[1:] })
+		}
+		if in < 0 {
+			continue
+		}
+		fn(in, line)
+		if line == "COMMIT" {
+			in = -1
+		}
+	}
 }
 
 // FoundIn reports whether an iptables-save dump holds any chain of rs or any
@@ -124,26 +137,19 @@ func (rs Ruleset) FoundIn(save string) bool {
 // refuse what our chain needs there (REDIRECT from nat POSTROUTING, the
 // owner match from filter INPUT); the caller names them when a step fails.
 func (rs Ruleset) ForeignJumps(save string) []string {
-	var (
-		out   []string
-		table TableRules
-		in    bool
-	)
-	for _, line := range strings.Split(save, "\n") {
-		line = strings.TrimRight(line, "\r")
-		switch {
-		case strings.HasPrefix(line, "*"):
-			table, in = rs.Table(line[1:])
-		case !in || !strings.HasPrefix(line, "-A "):
-		default:
-			args, err := splitRule(line)
-			if err != nil || len(args) < 2 || args[1] == BuiltinChain || table.Owns(args[1]) {
-				continue
-			}
-			if jumpsInto(args, table) {
-				out = append(out, line)
-			}
+	var out []string
+	walkOwnTables(save, rs, func(i int, line string) {
+		if !strings.HasPrefix(line, "-A ") {
+			return
 		}
-	}
+		table := rs.Tables[i]
+		args, err := splitRule(line)
+		if err != nil || len(args) < 2 || args[1] == BuiltinChain || table.Owns(args[1]) {
+			return
+		}
+		if jumpsInto(args, table) {
+			out = append(out, line)
+		}
+	})
 	return out
 }

@@ -83,11 +83,12 @@ func (a *goiptApplier) List(table, chain string) ([]string, error) {
 	return a.ipt.List(table, chain)
 }
 
-// save runs an iptables-save binary with args and returns its output. The
-// error names the command and carries its stderr.
-func save(ctx context.Context, binary string, args ...string) (string, error) {
+// save runs an iptables-save binary, which dumps every table of its
+// backend, and returns its output. The error names the command and carries
+// its stderr.
+func save(ctx context.Context, binary string) (string, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, binary, args...) //nolint:gosec // G204: the iptables-*-save binary of the chosen backend, never input
+	cmd := exec.CommandContext(ctx, binary) //nolint:gosec // G204: the iptables-*-save binary of the chosen backend, never input
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		err = fmt.Errorf("running %s: %w", strings.Join(cmd.Args, " "), err)

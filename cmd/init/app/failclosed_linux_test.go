@@ -232,7 +232,7 @@ func TestKernelFailsClosedOnConflictingRules(t *testing.T) {
 				r := n.mustProxyInit(t, ExitFailed, mode, "--termination-log="+log)
 				wantTermination(t, log, "rules that are not ours jump into our chains: ["+foreign+"]; remove them and run proxy-init again: "+
 					"apply: appending "+quoted(tt.rule)+": running ["+lookPath(t, "iptables-"+backend)+" "+argv(tt.table, tt.rule)+"]: "+refusedBy(backend, tt.chain))
-				if !strings.Contains(r.stderr, `"msg":"our tables after the failure"`) {
+				if !strings.Contains(r.stderr, `"msg":"the ruleset after the failure"`) {
 					t.Errorf("stderr lacks our tables:\n%s", r.stderr)
 				}
 				// Nothing redirects (in a pod, the pod never starts), and
@@ -262,7 +262,7 @@ func TestKernelFailsClosedOnConflictingRules(t *testing.T) {
 				r := n.mustProxyInit(t, ExitFailed, mode, "--cleanup", "--termination-log="+log)
 				wantTermination(t, log, "rules that are not ours jump into our chains: [-A OTHER -j "+tt.chain+"]; remove them and run proxy-init again: "+
 					"cleanup: deleting chain "+tt.chain+": running ["+lookPath(t, "iptables-"+backend)+" -t "+tt.table+" -X "+tt.chain+" --wait 5]: "+busy(backend, tt.chain))
-				for _, want := range []string{"-t " + tt.table + " -X " + tt.chain, `"msg":"our tables after the failure"`} {
+				for _, want := range []string{"-t " + tt.table + " -X " + tt.chain, `"msg":"the ruleset after the failure"`} {
 					if !strings.Contains(r.stderr, want) {
 						t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
 					}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -76,19 +75,19 @@ func run(ctx context.Context, o *Options, cfg iptables.Config, stdout io.Writer,
 	}
 }
 
-// explainFailure logs our tables after a failed apply or cleanup, for the
-// post-mortem, and puts what it recognises ahead of err: a refusal for lack
+// explainFailure logs the ruleset (iptables-save) after a failed apply or
+// cleanup, for the post-mortem, and puts what it recognises ahead of err: a refusal for lack
 // of privilege, or rules of others that jump into our chains.
 func explainFailure(ctx context.Context, log logr.Logger, bins binaries, rs iptables.Ruleset, err error) error {
 	if lacksPrivilege(err) {
 		return err // Run explains it; a dump would be refused too
 	}
-	dump, dumpErr := saveTables(ctx, bins, rs)
+	dump, dumpErr := save(ctx, bins.save)
 	if dumpErr != nil {
-		log.Error(dumpErr, "cannot dump our tables after the failure")
+		log.Error(dumpErr, "cannot dump the ruleset after the failure")
 		return err
 	}
-	log.Info("our tables after the failure", "iptablesSave", dump)
+	log.Info("the ruleset after the failure", "iptablesSave", dump)
 	return conflicting(err, rs.ForeignJumps(dump))
 }
 
@@ -140,25 +139,10 @@ func chooseBackend(ctx context.Context, log logr.Logger, mode string, rs iptable
 
 // printOwnRules writes our chains and jumps as iptables-save prints them.
 func printOwnRules(ctx context.Context, stdout io.Writer, bins binaries, rs iptables.Ruleset) error {
-	out, err := saveTables(ctx, bins, rs)
+	out, err := save(ctx, bins.save)
 	if err != nil {
 		return withCode(ExitFailed, err)
 	}
 	_, err = io.WriteString(stdout, iptables.OwnRules(out, rs))
 	return err
-}
-
-// saveTables returns iptables-save's dump of each of rs's tables, in rs's
-// order. Naming the tables (-t) keeps iptables-save from listing tables we
-// never touch.
-func saveTables(ctx context.Context, bins binaries, rs iptables.Ruleset) (string, error) {
-	var b strings.Builder
-	for _, t := range rs.Tables {
-		out, err := save(ctx, bins.save, "-t", t.Table)
-		b.WriteString(out)
-		if err != nil {
-			return b.String(), err
-		}
-	}
-	return b.String(), nil
 }
